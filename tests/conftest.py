@@ -1,0 +1,113 @@
+"""Shared fixtures: a temporary hermes home, a clean installation, no hidden bugs."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from webui_insights import diagnostics, installer
+from webui_insights.demo import hermes_command
+from webui_insights.demo_host import TARGET, DemoSession
+from webui_insights.sink import create_state_db
+
+
+@pytest.fixture(autouse=True)
+def fail_on_swallowed_errors(request: pytest.FixtureRequest) -> Iterator[list[tuple[str, BaseException]]]:
+    """Our guards keep the host alive; here they must not hide a bug.
+
+    A test that injects a fault on purpose marks itself
+    ``@pytest.mark.swallowed_errors_expected`` and inspects the list.
+    """
+    seen: list[tuple[str, BaseException]] = []
+
+    def listener(where: str, exc: BaseException) -> None:
+        seen.append((where, exc))
+
+    diagnostics.add_internal_error_listener(listener)
+    yield seen
+    diagnostics.remove_internal_error_listener(listener)
+    if seen and not request.node.get_closest_marker("swallowed_errors_expected"):
+        where, exc = seen[0]
+        pytest.fail(f"a guard swallowed an internal error in {where}: {exc!r}", pytrace=False)
+
+
+@pytest.fixture(autouse=True)
+def clean_installation() -> Iterator[None]:
+    installer._reset_for_tests()
+    yield
+    installer._reset_for_tests()
+
+
+@pytest.fixture
+def hermes_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary HERMES_HOME with an initialised state.db and a WebUI state dir."""
+    home = tmp_path / "hermes"
+    home.mkdir()
+    monkeypatch.setenv("HERMES_HOME", str(home))
+    monkeypatch.setenv("HERMES_WEBUI_STATE_DIR", str(home / "webui"))
+    monkeypatch.delenv("WEBUI_INSIGHTS_ENABLED", raising=False)
+    monkeypatch.delenv("HERMES_WEBUI_SETTINGS_FILE", raising=False)
+    create_state_db(home / "state.db")
+    return home
+
+
+@pytest.fixture
+def webui_dir(hermes_home: Path) -> Path:
+    return hermes_home / "webui"
+
+
+@pytest.fixture
+def fast_writer() -> installer.WriterConfig:
+    """Writer settings that keep tests quick (short debounce and backoff)."""
+    return installer.WriterConfig(debounce_s=0.01, retry_base_s=0.01, retry_cap_s=0.05, fatal_recheck_s=0.2)
+
+
+@pytest.fixture
+def mirror(hermes_home: Path, fast_writer: installer.WriterConfig) -> Any:
+    """install() on the demo host, enabled, with a fast writer."""
+    installer.install(target=TARGET, enabled=True, writer_config=fast_writer)
+    return installer
+
+
+def make_session(webui_dir: Path, **kwargs: Any) -> DemoSession:
+    return DemoSession(webui_dir, **kwargs)
+
+
+def read_row(db_path: Path, session_id: str) -> dict[str, Any] | None:
+    """Read a sessions row with a short-lived read-only connection (no SessionDB)."""
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn.row_factory = sqlite3.Row
+    try:
+        row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
+        return dict(row) if row else None
+    finally:
+        conn.close()
+
+
+def count_rows(db_path: Path, where: str = "1", params: tuple[Any, ...] = ()) -> int:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        return int(conn.execute(f"SELECT COUNT(*) FROM sessions WHERE {where}", params).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def run_insights(home: Path, days: int = 1, source: str = "webui") -> str:
+    """The real `hermes insights` output for ``home``."""
+    command = hermes_command()
+    assert command is not None, "hermes console script not installed"
+    done = subprocess.run(
+        [*command, "insights", "--days", str(days), "--source", source],
+        env={**os.environ, "HERMES_HOME": str(home)},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "Error generating insights" not in done.stdout, done.stdout
+    return done.stdout

@@ -1,0 +1,317 @@
+"""The wrapt hook on the host's save, and the lifecycle around it.
+
+Owns the one installation state (target, switch, adapter, save gate, writer),
+guarded by a lock. The wrapper calls the host's save first, outside any
+guard, so the host's result and exceptions pass through untouched; only then,
+inside a guard that logs and counts, it reads a snapshot, compares it with
+the last one queued for that chat, and hands a changed one to the writer.
+
+Never: raise into the host's save or import, stack a second wrapper, restore
+over somebody else's wrapper, import heavy modules or start a thread inside
+the post-import hook.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import wrapt
+
+from .diagnostics import RateLimitedLog, Stats, logger, report_internal_error
+from .settings import Explicit, Switch
+from .snapshot import InvalidSnapshot, UsageSnapshot, checked, webui_session_adapter
+from .writer import Writer, WriterConfig
+
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "TargetNotFound",
+    "install",
+    "uninstall",
+    "flush",
+    "stats",
+    "is_installed",
+    "capture",
+]
+
+DEFAULT_TARGET = "api.models:Session.save"
+# How many chats the save gate remembers; past it the oldest is forgotten,
+# which only means its next save is compared against nothing and written.
+_GATE_LIMIT = 10_000
+
+
+class TargetNotFound(LookupError):
+    """The target module or attribute does not exist (raised only when strict)."""
+
+
+@dataclass(slots=True)
+class _Patch:
+    parent: Any
+    attribute: str
+    original: Any
+    wrapper: Any
+
+
+@dataclass
+class _Installation:
+    """Everything install() sets up, in one place, behind one lock."""
+
+    lock: threading.RLock = field(default_factory=threading.RLock)
+    stats: Stats = field(default_factory=Stats)
+    log: RateLimitedLog = field(default_factory=RateLimitedLog)
+    generation: int = 0
+    target: str | None = None
+    patch: _Patch | None = None
+    switch: Switch = field(default_factory=lambda: Switch(False))
+    adapter: Callable[[Any], UsageSnapshot | None] = webui_session_adapter
+    # (profile, session_id) -> fingerprint of the last snapshot queued.
+    gate: dict[tuple[Any, Any], tuple[Any, ...]] = field(default_factory=dict)
+    writer: Writer | None = None
+
+    def get_writer(self) -> Writer:
+        writer = self.writer
+        if writer is None:
+            with self.lock:
+                if self.writer is None:
+                    self.writer = Writer(self.stats, self.log, on_dropped=self.forget)
+                writer = self.writer
+        return writer
+
+    def forget(self, key: tuple[Any, Any]) -> None:
+        """The writer gave up on ``key``: let its next save through the gate."""
+        self.gate.pop(key, None)
+
+
+_state = _Installation()
+
+
+# ---------------------------------------------------------------- save path
+
+
+def capture(session: Any, state: _Installation | None = None) -> bool:
+    """Mirror ``session`` if mirroring is on and it changed; True when queued.
+
+    This is what the wrapper runs after a successful save; frontends that do
+    not want wrapt can call it themselves after saving. Never raises.
+    """
+    state = state or _state
+    try:
+        return _capture(session, state, state.adapter)
+    except Exception as exc:
+        report_internal_error(state.stats, state.log, "capture", exc)
+        return False
+
+
+def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageSnapshot | None]) -> bool:
+    stats = state.stats
+    stats.incr("saves_seen")
+    if not state.switch.enabled():
+        stats.skip("disabled")
+        return False
+    fingerprint_of = getattr(adapter, "fingerprint", None)
+    if fingerprint_of is not None:
+        fingerprint = fingerprint_of(session)
+        sid, profile = fingerprint[0], fingerprint[1]
+        if type(sid) is str and (profile is None or type(profile) is str):
+            key = (profile, sid)
+            if state.gate.get(key) == fingerprint:
+                stats.skip("unchanged")
+                return False
+        else:
+            key = None
+    try:
+        raw = adapter(session)
+        if raw is None:
+            stats.skip("blank")
+            return False
+        snapshot = checked(raw)
+    except InvalidSnapshot as exc:
+        stats.skip(exc.reason)
+        state.log.warning(
+            "invalid:" + exc.reason,
+            "webui-insights: not mirroring a chat (%s): %s",
+            exc.reason,
+            exc,
+        )
+        if fingerprint_of is not None and key is not None:
+            state.gate[key] = fingerprint  # count a bad session once per change
+        return False
+    if fingerprint_of is None:
+        fingerprint = snapshot.fingerprint()
+        key = snapshot.key
+        if state.gate.get(key) == fingerprint:
+            stats.skip("unchanged")
+            return False
+    elif key is None:
+        key = snapshot.key
+    if snapshot.is_blank:
+        stats.skip("blank")
+        return False
+    gate = state.gate
+    gate.pop(key, None)
+    gate[key] = fingerprint
+    if len(gate) > _GATE_LIMIT:
+        try:
+            del gate[next(iter(gate))]
+        except (StopIteration, KeyError, RuntimeError):
+            pass
+    return state.get_writer().submit(snapshot)
+
+
+def _make_save_wrapper(state: _Installation, adapter: Callable[[Any], UsageSnapshot | None]) -> Callable[..., Any]:
+    """The wrapt wrapper: the host's call first and unguarded, then ours, guarded."""
+
+    def save_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        result = wrapped(*args, **kwargs)
+        try:
+            _capture(instance if instance is not None else (args[0] if args else None), state, adapter)
+        except Exception as exc:
+            report_internal_error(state.stats, state.log, "save hook", exc)
+        return result
+
+    return save_wrapper
+
+
+# ---------------------------------------------------------------- lifecycle
+
+
+def _split_target(target: str) -> tuple[str, str]:
+    module, sep, path = target.partition(":")
+    if not sep or not module or not path:
+        raise ValueError(f"target must look like 'package.module:Class.method', got {target!r}")
+    return module, path
+
+
+def _apply(module: Any, path: str, state: _Installation, generation: int) -> None:
+    """Patch ``path`` on ``module`` unless it is ours already or we were uninstalled."""
+    with state.lock:
+        if state.generation != generation or state.patch is not None:
+            return  # post-import hooks cannot be unregistered: check "still wanted?"
+        parent, attribute, original = wrapt.resolve_path(module, path)
+        if isinstance(original, wrapt.FunctionWrapper) and getattr(original, "_self_wrapper", None) is not None:
+            if getattr(original._self_wrapper, "__webui_insights__", False):
+                return
+        wrapper_fn = _make_save_wrapper(state, state.adapter)
+        wrapper_fn.__webui_insights__ = True  # type: ignore[attr-defined]
+        wrapper = wrapt.FunctionWrapper(original, wrapper_fn)
+        wrapt.apply_patch(parent, attribute, wrapper)
+        state.patch = _Patch(parent, attribute, original, wrapper)
+        logger.debug("webui-insights: wrapped %s.%s", getattr(module, "__name__", module), path)
+
+
+def install(
+    *,
+    target: str = DEFAULT_TARGET,
+    enabled: Explicit = None,
+    adapter: Callable[[Any], UsageSnapshot | None] | None = None,
+    strict: bool = False,
+    settings_ttl: float = 1.0,
+    writer_config: WriterConfig | None = None,
+) -> bool:
+    """Wrap ``target``'s save so each successful save mirrors its usage.
+
+    Works whether the target module is imported before or after this call.
+    A second call while installed logs a warning and changes nothing
+    (returns False). With ``strict=True`` a missing target module or
+    attribute raises TargetNotFound now; otherwise it is logged and skipped.
+    """
+    module_name, path = _split_target(target)
+    state = _state
+    with state.lock:
+        if state.target is not None:
+            logger.warning("webui-insights: already installed on %s; ignoring install(%r)", state.target, target)
+            return False
+        state.generation += 1
+        generation = state.generation
+        state.target = target
+        state.adapter = adapter or webui_session_adapter
+        state.switch = Switch(enabled, ttl=settings_ttl, log=state.log)
+        state.gate.clear()
+        if writer_config is not None or state.writer is None:
+            state.writer = Writer(state.stats, state.log, writer_config, on_dropped=state.forget)
+        else:
+            state.writer.restart()
+
+    def on_import(module: Any) -> None:
+        try:
+            _apply(module, path, state, generation)
+        except Exception as exc:  # never break the host's import
+            state.log.emit(logging.ERROR, "target", "webui-insights: cannot wrap %s: %s", target, exc)
+
+    if strict:
+        try:
+            module = importlib.import_module(module_name)
+            wrapt.resolve_path(module, path)
+        except Exception as exc:
+            with state.lock:
+                state.target = None
+                state.generation += 1
+            raise TargetNotFound(f"webui-insights: cannot wrap {target}: {exc}") from exc
+    wrapt.register_post_import_hook(on_import, module_name)
+    if module_name not in sys.modules:
+        logger.debug("webui-insights: will wrap %s when %s is imported", target, module_name)
+    return True
+
+
+def uninstall() -> bool:
+    """Put back the original save, if the attribute is still our wrapper.
+
+    Pending updates stay queued and are still written; ``flush()`` waits for them.
+    """
+    state = _state
+    with state.lock:
+        patch, state.patch = state.patch, None
+        state.target = None
+        state.generation += 1
+        if patch is None:
+            return False
+        current = vars(patch.parent).get(patch.attribute) if isinstance(patch.parent, type) else getattr(
+            patch.parent, patch.attribute, None
+        )
+        if current is not patch.wrapper:
+            logger.warning(
+                "webui-insights: %s.%s was wrapped again after us; leaving it in place",
+                getattr(patch.parent, "__name__", patch.parent),
+                patch.attribute,
+            )
+            return False
+        setattr(patch.parent, patch.attribute, patch.original)
+        return True
+
+
+def is_installed() -> bool:
+    return _state.patch is not None
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Block until every pending update landed (True) or ``timeout`` passed (False)."""
+    writer = _state.writer
+    if writer is None:
+        return True
+    return writer.flush(timeout)
+
+
+def stats() -> dict[str, Any]:
+    """Counters since start (saves seen, queued, written, skipped and dropped by reason, ...)."""
+    writer = _state.writer
+    pending = writer.pending_count() if writer is not None else 0
+    result = _state.stats.as_dict(pending)
+    result["installed"] = _state.patch is not None
+    result["target"] = _state.target
+    return result
+
+
+def _reset_for_tests() -> None:
+    """Uninstall, stop the writer briefly, and start from a fresh state object."""
+    global _state
+    uninstall()
+    writer = _state.writer
+    if writer is not None:
+        writer.shutdown(timeout=2.0)
+    _state = _Installation()

@@ -1,0 +1,431 @@
+"""The only module that talks to hermes-agent's ``hermes_state``.
+
+Owns how a usage snapshot becomes a ``sessions`` row: one row per chat with
+source ``webui``, totals set (never added), ``started_at`` taken from the chat's
+own creation time, the WebUI title written only where nobody renamed the row
+elsewhere. Many snapshots go into one short ``BEGIN IMMEDIATE`` transaction,
+run by ``SessionDB``'s own write helper (its retry, rollback and checkpoint
+cadence), so the mirror costs the other hermes writers one brief lock hold
+instead of four per chat.
+
+Never: create a state.db that does not exist, open state.db or its ``-wal`` /
+``-shm`` as plain files (closing such a descriptor drops the SQLite locks other
+connections of this process hold), checkpoint or VACUUM on its own, or keep a
+read transaction open.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from .snapshot import DEFAULT_TITLE, UsageSnapshot
+
+__all__ = [
+    "HermesStateUnavailable",
+    "StateDBMissing",
+    "FatalDBError",
+    "Capabilities",
+    "WriteResult",
+    "StateDB",
+    "hermes_state",
+    "hermes_agent_version",
+    "is_retryable",
+]
+
+SOURCE = "webui"
+# Our memory of what we last wrote, kept beside hermes' tables in the same
+# database so it survives restarts and commits atomically with the row.
+SYNC_TABLE = "webui_insights_sync"
+_SYNC_TABLE_SQL = f"""CREATE TABLE IF NOT EXISTS {SYNC_TABLE} (
+    session_id TEXT PRIMARY KEY,
+    title_base TEXT,
+    title_written TEXT,
+    transcript_count INTEGER,
+    transcript_hash TEXT,
+    updated_at REAL
+)"""
+_LINEAGE_RE = re.compile(r"^(.*) #(\d+)$")
+_FALLBACK_MAX_TITLE = 100
+
+
+class HermesStateUnavailable(ImportError):
+    """hermes-agent is not installed (or its hermes_state does not import)."""
+
+
+class StateDBMissing(FileNotFoundError):
+    """No state.db at the resolved path; we never create one."""
+
+
+class FatalDBError(Exception):
+    """An error that retrying cannot fix: the file is not (or no longer) a database."""
+
+
+_FATAL_MARKERS = ("file is not a database", "malformed", "database corrupt", "file is encrypted")
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Locked, busy, full, read-only, I/O: a later attempt may succeed."""
+    if isinstance(exc, FatalDBError):
+        return False
+    if isinstance(exc, sqlite3.DatabaseError):
+        text = str(exc).lower()
+        return not any(marker in text for marker in _FATAL_MARKERS)
+    return isinstance(exc, OSError)
+
+
+_module_cache: dict[str, ModuleType | None] = {}
+
+
+def hermes_state() -> ModuleType:
+    """Import ``hermes_state`` once; raise HermesStateUnavailable if absent."""
+    if "hermes_state" not in _module_cache:
+        try:
+            _module_cache["hermes_state"] = importlib.import_module("hermes_state")
+        except Exception:
+            _module_cache["hermes_state"] = None
+    module = _module_cache["hermes_state"]
+    if module is None or not hasattr(module, "SessionDB"):
+        raise HermesStateUnavailable("hermes-agent is not installed: pip install 'webui-insights[hermes]'")
+    return module
+
+
+def forget_hermes_state() -> None:
+    """Let the next call import again (after installing hermes-agent, or in tests)."""
+    _module_cache.clear()
+
+
+def hermes_agent_version() -> str | None:
+    try:
+        from importlib.metadata import version
+
+        return version("hermes-agent")
+    except Exception:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What this SessionDB offers; decided once per handle."""
+
+    batched_write: bool
+    sanitize_title: bool
+    max_title_length: int
+    degraded: tuple[str, ...] = ()
+
+    @classmethod
+    def detect(cls, db: Any) -> Capabilities:
+        degraded: list[str] = []
+        execute_write = getattr(db, "_execute_write", None)
+        batched = callable(execute_write) and _takes_one_argument(execute_write)
+        if not batched:
+            degraded.append("no SessionDB._execute_write: one transaction per call, started_at/message_count not set")
+        sanitize = callable(getattr(type(db), "sanitize_title", None))
+        if not sanitize:
+            degraded.append("no SessionDB.sanitize_title: titles written as given")
+        max_len = getattr(type(db), "MAX_TITLE_LENGTH", _FALLBACK_MAX_TITLE)
+        if not isinstance(max_len, int) or max_len <= 0:
+            max_len = _FALLBACK_MAX_TITLE
+        return cls(batched, sanitize, max_len, tuple(degraded))
+
+
+def _takes_one_argument(fn: Any) -> bool:
+    try:
+        params = [
+            p
+            for p in inspect.signature(fn).parameters.values()
+            if p.default is inspect.Parameter.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+        ]
+    except (TypeError, ValueError):
+        return False
+    return len(params) == 1
+
+
+@dataclass(slots=True)
+class WriteResult:
+    """What one call to ``StateDB.write`` did."""
+
+    written: list[UsageSnapshot] = field(default_factory=list)
+    title_rejected: list[tuple[UsageSnapshot, str]] = field(default_factory=list)
+    transactions: int = 0
+    max_lock_hold_s: float = 0.0
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path`` via stat(); never opens the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+class StateDB:
+    """One long-lived ``SessionDB`` handle on an existing state.db.
+
+    ``write_retries`` bounds SessionDB's own lock-retry loop for this handle
+    only: the background writer wants to fail fast and back off itself (its
+    sleep can be interrupted at shutdown), a CLI backfill can afford patience.
+    """
+
+    def __init__(self, path: Path, *, write_retries: int | None = None) -> None:
+        module = hermes_state()
+        self.path = Path(path)
+        identity = file_identity(self.path)
+        if identity is None or not self.path.is_file():
+            raise StateDBMissing(f"no state.db at {self.path}")
+        self.identity = identity
+        try:
+            self.db = module.SessionDB(db_path=self.path)
+        except TypeError:
+            self.db = module.SessionDB(self.path)
+        if write_retries is not None and hasattr(type(self.db), "_WRITE_MAX_RETRIES"):
+            self.db._WRITE_MAX_RETRIES = max(1, int(write_retries))
+        self.capabilities = Capabilities.detect(self.db)
+        self._sync_table_ready = False
+
+    # ------------------------------------------------------------ lifecycle
+
+    def is_same_file(self) -> bool:
+        """False once state.db was deleted or replaced behind our back."""
+        return file_identity(self.path) == self.identity
+
+    def close(self) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            db.close()
+
+    # ---------------------------------------------------------------- write
+
+    def write(
+        self,
+        snapshots: Sequence[UsageSnapshot],
+        *,
+        exact: bool = False,
+        message_count: bool = True,
+        budget_s: float = 0.03,
+    ) -> WriteResult:
+        """Write all ``snapshots``, in as few short transactions as fit ``budget_s`` each.
+
+        ``exact`` sets totals as given (repair); otherwise totals only move
+        forward, so an older snapshot can never lower what a newer one wrote.
+        Raises what SessionDB raised; snapshots of committed transactions are
+        in ``result.written`` only if the call returns.
+        """
+        result = WriteResult()
+        if not self.capabilities.batched_write:
+            self._write_with_public_methods(snapshots, result)
+            return result
+        remaining = list(snapshots)
+        while remaining:
+            done: list[UsageSnapshot] = []
+            rejected: list[tuple[UsageSnapshot, str]] = []
+            timing: list[float] = []
+
+            def transaction(conn: sqlite3.Connection) -> None:
+                # Runs inside SessionDB's BEGIN IMMEDIATE; a retry calls us
+                # again from the start, so collect into fresh lists.
+                done.clear()
+                rejected.clear()
+                started = time.perf_counter()
+                timing[:] = [started]
+                if not self._sync_table_ready:
+                    conn.execute(_SYNC_TABLE_SQL)
+                for snap in remaining:
+                    problem = self._write_row(conn, snap, exact=exact, message_count=message_count)
+                    done.append(snap)
+                    if problem:
+                        rejected.append((snap, problem))
+                    if time.perf_counter() - started >= budget_s:
+                        break
+
+            self.db._execute_write(transaction)
+            self._sync_table_ready = True
+            hold = time.perf_counter() - timing[0] if timing else 0.0
+            result.transactions += 1
+            result.max_lock_hold_s = max(result.max_lock_hold_s, hold)
+            result.written.extend(done)
+            result.title_rejected.extend(rejected)
+            remaining = remaining[len(done) :]
+        return result
+
+    def _write_row(self, conn: sqlite3.Connection, snap: UsageSnapshot, *, exact: bool, message_count: bool) -> str | None:
+        """Upsert one chat's row; returns why its title was refused, if it was."""
+        row = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO sessions (id, source, model, billing_provider, started_at) VALUES (?, ?, ?, ?, ?)",
+                (snap.session_id, SOURCE, snap.model, snap.billing_provider, snap.created_at or time.time()),
+            )
+            current_title = None
+        else:
+            current_title = row[0]
+        conn.execute(_EXACT_USAGE_SQL if exact else _FORWARD_USAGE_SQL, _usage_params(snap))
+        if message_count:
+            conn.execute("UPDATE sessions SET message_count = ? WHERE id = ?", (snap.message_count, snap.session_id))
+        return self._write_title(conn, snap, current_title)
+
+    def _write_title(self, conn: sqlite3.Connection, snap: UsageSnapshot, current: str | None) -> str | None:
+        wanted = snap.title
+        if not wanted or wanted == DEFAULT_TITLE:
+            return None
+        try:
+            clean = self._sanitize(wanted)
+        except ValueError as exc:
+            return str(exc)
+        if not clean:
+            return None
+        memory = conn.execute(
+            f"SELECT title_base, title_written FROM {SYNC_TABLE} WHERE session_id = ?", (snap.session_id,)
+        ).fetchone()
+        last_base, last_written = (memory[0], memory[1]) if memory else (None, None)
+        if current is not None and current != last_written:
+            return None  # renamed outside the WebUI (hermes CLI): theirs wins
+        if current is not None and last_base == clean:
+            return None  # already there, possibly as "X #2"
+        title = self._free_title(conn, clean, snap.session_id)
+        if title is None:
+            return f"no free lineage title for a {len(clean)}-character title"
+        try:
+            conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, snap.session_id))
+        except sqlite3.IntegrityError as exc:
+            return f"title refused by state.db: {exc}"
+        conn.execute(
+            f"INSERT INTO {SYNC_TABLE} (session_id, title_base, title_written, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(session_id) DO UPDATE SET title_base = excluded.title_base, "
+            "title_written = excluded.title_written, updated_at = excluded.updated_at",
+            (snap.session_id, clean, title, time.time()),
+        )
+        return None
+
+    def _sanitize(self, title: str) -> str | None:
+        if self.capabilities.sanitize_title:
+            cleaned: str | None = type(self.db).sanitize_title(title)
+            return cleaned
+        cleaned = " ".join(title.split())
+        if len(cleaned) > self.capabilities.max_title_length:
+            raise ValueError(f"Title too long ({len(cleaned)} chars, max {self.capabilities.max_title_length})")
+        return cleaned or None
+
+    def _free_title(self, conn: sqlite3.Connection, base: str, session_id: str) -> str | None:
+        """``base`` if no other session holds it, else the next "base #N"."""
+        escaped = base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        taken = [
+            r[0]
+            for r in conn.execute(
+                "SELECT title FROM sessions WHERE (title = ? OR title LIKE ? ESCAPE '\\') AND id != ?",
+                (base, escaped + " #%", session_id),
+            )
+        ]
+        if base not in taken:
+            return base
+        highest = 1
+        for other in taken:
+            match = _LINEAGE_RE.match(other)
+            if match and match.group(1) == base:
+                highest = max(highest, int(match.group(2)))
+        title = f"{base} #{highest + 1}"
+        return title if len(title) <= self.capabilities.max_title_length else None
+
+    def _write_with_public_methods(self, snapshots: Iterable[UsageSnapshot], result: WriteResult) -> None:
+        """Degraded path for a SessionDB without ``_execute_write``."""
+        db = self.db
+        for snap in snapshots:
+            started = time.perf_counter()
+            db.ensure_session(snap.session_id, source=SOURCE, model=snap.model)
+            db.update_token_counts(snap.session_id, absolute=True, **_usage_kwargs(snap))
+            result.transactions += 2
+            if snap.title and snap.title != DEFAULT_TITLE and not db.get_session_title(snap.session_id):
+                try:
+                    db.set_session_title(snap.session_id, snap.title)
+                    result.transactions += 1
+                except ValueError as exc:
+                    result.title_rejected.append((snap, str(exc)))
+            result.max_lock_hold_s = max(result.max_lock_hold_s, time.perf_counter() - started)
+            result.written.append(snap)
+
+    # ----------------------------------------------------------------- read
+
+    def row(self, session_id: str) -> dict[str, Any] | None:
+        """The ``sessions`` row, through SessionDB's public reader."""
+        found: dict[str, Any] | None = self.db.get_session(session_id)
+        return found
+
+
+# Totals move forward only: MAX() so that a late, older snapshot (another
+# process, a backfill racing the live writer) can never lower them.
+_FORWARD_USAGE_SQL = """UPDATE sessions SET
+    input_tokens = MAX(COALESCE(input_tokens, 0), ?),
+    output_tokens = MAX(COALESCE(output_tokens, 0), ?),
+    cache_read_tokens = MAX(COALESCE(cache_read_tokens, 0), ?),
+    cache_write_tokens = MAX(COALESCE(cache_write_tokens, 0), ?),
+    reasoning_tokens = MAX(COALESCE(reasoning_tokens, 0), ?),
+    estimated_cost_usd = CASE WHEN ? IS NULL THEN estimated_cost_usd
+        ELSE MAX(COALESCE(estimated_cost_usd, 0), ?) END,
+    api_call_count = CASE WHEN ? IS NULL THEN api_call_count
+        ELSE MAX(COALESCE(api_call_count, 0), ?) END,
+    model = COALESCE(model, ?),
+    billing_provider = COALESCE(billing_provider, ?)
+    WHERE id = ?"""
+
+_EXACT_USAGE_SQL = """UPDATE sessions SET
+    input_tokens = ?,
+    output_tokens = ?,
+    cache_read_tokens = ?,
+    cache_write_tokens = ?,
+    reasoning_tokens = ?,
+    estimated_cost_usd = CASE WHEN ? IS NULL THEN estimated_cost_usd ELSE ? END,
+    api_call_count = CASE WHEN ? IS NULL THEN api_call_count ELSE ? END,
+    model = COALESCE(model, ?),
+    billing_provider = COALESCE(billing_provider, ?)
+    WHERE id = ?"""
+
+
+def _usage_params(snap: UsageSnapshot) -> tuple[Any, ...]:
+    return (
+        snap.input_tokens,
+        snap.output_tokens,
+        snap.cache_read_tokens,
+        snap.cache_write_tokens,
+        snap.reasoning_tokens,
+        snap.estimated_cost_usd,
+        snap.estimated_cost_usd,
+        snap.api_call_count,
+        snap.api_call_count,
+        snap.model,
+        snap.billing_provider,
+        snap.session_id,
+    )
+
+
+def _usage_kwargs(snap: UsageSnapshot) -> dict[str, Any]:
+    kwargs: dict[str, Any] = {
+        "input_tokens": snap.input_tokens,
+        "output_tokens": snap.output_tokens,
+        "cache_read_tokens": snap.cache_read_tokens,
+        "cache_write_tokens": snap.cache_write_tokens,
+        "reasoning_tokens": snap.reasoning_tokens,
+        "estimated_cost_usd": snap.estimated_cost_usd,
+        "model": snap.model,
+    }
+    if snap.api_call_count is not None:
+        kwargs["api_call_count"] = snap.api_call_count
+    return kwargs
+
+
+def create_state_db(path: Path) -> None:
+    """Create an empty state.db the way a first ``hermes`` run does.
+
+    Only the demo and tests call this; the mirror itself never creates one.
+    """
+    db = hermes_state().SessionDB(Path(path))
+    db.close()

@@ -1,0 +1,290 @@
+"""What we read from a chat session: the immutable usage snapshot and its adapters.
+
+A snapshot is the only thing that crosses from the host's save to the writer
+thread, so it is frozen and holds plain values: no session object, no list of
+messages. Validation happens here, once, so that nothing downstream ever sees
+a negative token count, a NaN cost or a profile name with a slash in it.
+This module never touches state.db and never imports hermes-agent.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from operator import attrgetter
+from typing import Any, Protocol
+
+from .profiles import is_valid_profile_name
+
+__all__ = [
+    "UsageSnapshot",
+    "InvalidSnapshot",
+    "Adapter",
+    "WebUISessionAdapter",
+    "webui_session_adapter",
+    "checked",
+    "DEFAULT_TITLE",
+]
+
+DEFAULT_TITLE = "Untitled"
+# Usage columns in state.db are SQLite INTEGERs (signed 64-bit).
+_MAX_INT = 2**63 - 1
+# Session ids reach SQL only as bound parameters, but they also name files in
+# the WebUI's state dir; refuse anything that could be a path.
+_SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
+_MAX_MODEL_LEN = 256
+
+# Per-process order of snapshots: a later read of a session always has a
+# higher number, which is how the writer refuses to write an older state.
+_sequence = itertools.count(1)
+
+
+def next_sequence() -> int:
+    return next(_sequence)
+
+
+class InvalidSnapshot(ValueError):
+    """A session value we refuse to mirror; ``reason`` is the stats() key."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass(frozen=True, slots=True)
+class UsageSnapshot:
+    """Cumulative usage of one chat session at one moment.
+
+    Token counts and cost are totals (what the chat has used so far), never
+    deltas. ``api_call_count`` and ``estimated_cost_usd`` may be None when the
+    frontend does not track them; the stored value is then left alone.
+    """
+
+    session_id: str
+    profile: str | None = None
+    model: str | None = None
+    title: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated_cost_usd: float | None = None
+    message_count: int = 0
+    api_call_count: int | None = None
+    created_at: float | None = None
+    billing_provider: str | None = None
+    seq: int = field(default=0, compare=False)
+
+    @property
+    def key(self) -> tuple[str | None, str]:
+        """Identity of the chat across profiles: (profile, session_id)."""
+        return (self.profile, self.session_id)
+
+    @property
+    def has_usage(self) -> bool:
+        return bool(
+            self.input_tokens
+            or self.output_tokens
+            or self.cache_read_tokens
+            or self.cache_write_tokens
+            or self.reasoning_tokens
+            or self.estimated_cost_usd
+            or self.api_call_count
+        )
+
+    @property
+    def is_blank(self) -> bool:
+        """No usage and no real title: a chat that was opened and never used."""
+        return not self.has_usage and (not self.title or self.title == DEFAULT_TITLE)
+
+    def fingerprint(self) -> tuple[Any, ...]:
+        """Everything whose change is worth a write (not seq, not created_at)."""
+        return (
+            self.session_id,
+            self.profile,
+            self.input_tokens,
+            self.output_tokens,
+            self.cache_read_tokens,
+            self.cache_write_tokens,
+            self.reasoning_tokens,
+            self.estimated_cost_usd,
+            self.title,
+            self.model,
+            self.message_count,
+            self.api_call_count,
+        )
+
+
+class Adapter(Protocol):
+    """Reads a snapshot from a host's session object (None: nothing to mirror)."""
+
+    def __call__(self, session: Any) -> UsageSnapshot | None: ...
+
+
+# ---------------------------------------------------------------- validation
+
+
+def _count(name: str, value: Any) -> int:
+    if type(value) is int:
+        if 0 <= value <= _MAX_INT:
+            return value
+    elif type(value) is float and math.isfinite(value) and value.is_integer():
+        if 0 <= value <= _MAX_INT:
+            return int(value)
+    elif value is None:
+        return 0
+    raise InvalidSnapshot("bad_value", f"{name} must be a non-negative integer, got {_describe(value)}")
+
+
+def _optional_count(name: str, value: Any) -> int | None:
+    return None if value is None else _count(name, value)
+
+
+def _cost(value: Any) -> float | None:
+    if value is None:
+        return None
+    if type(value) in (int, float) and math.isfinite(value) and 0 <= value < 1e12:
+        return float(value)
+    raise InvalidSnapshot("bad_value", f"estimated_cost_usd must be a finite non-negative number, got {_describe(value)}")
+
+
+def _text(name: str, value: Any, limit: int | None = None) -> str | None:
+    if value is None:
+        return None
+    if type(value) is not str:
+        raise InvalidSnapshot("bad_value", f"{name} must be a string, got {_describe(value)}")
+    if limit is not None and len(value) > limit:
+        raise InvalidSnapshot("bad_value", f"{name} is {len(value)} characters long (max {limit})")
+    return value
+
+
+def _timestamp(value: Any) -> float | None:
+    if value is None:
+        return None
+    if type(value) in (int, float) and math.isfinite(value) and 0 < value <= time.time() + 86400:
+        return float(value)
+    raise InvalidSnapshot("bad_value", f"created_at must be an epoch timestamp, got {_describe(value)}")
+
+
+def _describe(value: Any) -> str:
+    """Type and a short, content-free hint: log lines never carry chat text."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return f"{type(value).__name__} {value!r}"
+    return type(value).__name__
+
+
+def check_session_id(value: Any) -> str:
+    if type(value) is str and _SESSION_ID_RE.fullmatch(value):
+        return value
+    raise InvalidSnapshot("invalid_session_id", f"session_id must match {_SESSION_ID_RE.pattern}, got {_describe(value)}")
+
+
+def check_profile(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    if is_valid_profile_name(value):
+        return value
+    raise InvalidSnapshot(
+        "invalid_profile",
+        f"profile must be None or match [a-z0-9][a-z0-9_-]{{0,63}}, got {_describe(value)} of length "
+        f"{len(value) if isinstance(value, str) else '?'}",
+    )
+
+
+def checked(snapshot: UsageSnapshot) -> UsageSnapshot:
+    """Return a validated, normalised copy, or raise InvalidSnapshot.
+
+    A title or model of the wrong type is a reason to refuse the whole
+    snapshot: mirroring half a session would hide the problem.
+    """
+    if not isinstance(snapshot, UsageSnapshot):
+        raise InvalidSnapshot("bad_value", f"adapter returned {_describe(snapshot)}, expected UsageSnapshot")
+    return replace(
+        snapshot,
+        session_id=check_session_id(snapshot.session_id),
+        profile=check_profile(snapshot.profile),
+        model=_text("model", snapshot.model, _MAX_MODEL_LEN),
+        title=_text("title", snapshot.title),
+        input_tokens=_count("input_tokens", snapshot.input_tokens),
+        output_tokens=_count("output_tokens", snapshot.output_tokens),
+        cache_read_tokens=_count("cache_read_tokens", snapshot.cache_read_tokens),
+        cache_write_tokens=_count("cache_write_tokens", snapshot.cache_write_tokens),
+        reasoning_tokens=_count("reasoning_tokens", snapshot.reasoning_tokens),
+        estimated_cost_usd=_cost(snapshot.estimated_cost_usd),
+        message_count=_count("message_count", snapshot.message_count),
+        api_call_count=_optional_count("api_call_count", snapshot.api_call_count),
+        created_at=_timestamp(snapshot.created_at),
+        billing_provider=_text("billing_provider", snapshot.billing_provider, _MAX_MODEL_LEN),
+        seq=snapshot.seq or next_sequence(),
+    )
+
+
+# ------------------------------------------------------- the WebUI's session
+
+# hermes-webui's api.models.Session attribute names, in fingerprint order.
+_WEBUI_FIELDS = (
+    "session_id",
+    "profile",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "estimated_cost",
+    "title",
+    "model",
+)
+_read_webui_fields = attrgetter(*_WEBUI_FIELDS)
+
+
+class WebUISessionAdapter:
+    """Default adapter: hermes-webui's ``api.models.Session`` attributes.
+
+    ``fingerprint()`` is the cheap pre-check run on every save: a handful of
+    attribute reads and a tuple, so a save with nothing new costs about a
+    microsecond. The full snapshot is only built when the fingerprint moved.
+    """
+
+    def fingerprint(self, session: Any) -> tuple[Any, ...]:
+        try:
+            values = _read_webui_fields(session)
+        except AttributeError:
+            values = tuple(getattr(session, name, None) for name in _WEBUI_FIELDS)
+        messages = getattr(session, "messages", None)
+        try:
+            count = len(messages) if messages is not None else 0
+        except TypeError:
+            count = -1
+        return (*values, count, getattr(session, "api_call_count", None))
+
+    def __call__(self, session: Any) -> UsageSnapshot | None:
+        messages = getattr(session, "messages", None)
+        try:
+            message_count = len(messages) if messages is not None else 0
+        except TypeError:
+            raise InvalidSnapshot("bad_value", f"messages must be a list, got {_describe(messages)}") from None
+        return UsageSnapshot(
+            session_id=getattr(session, "session_id", None),  # type: ignore[arg-type]
+            profile=getattr(session, "profile", None),
+            model=getattr(session, "model", None),
+            title=getattr(session, "title", None),
+            input_tokens=getattr(session, "input_tokens", 0),
+            output_tokens=getattr(session, "output_tokens", 0),
+            cache_read_tokens=getattr(session, "cache_read_tokens", 0),
+            cache_write_tokens=getattr(session, "cache_write_tokens", 0),
+            reasoning_tokens=getattr(session, "reasoning_tokens", 0),
+            estimated_cost_usd=getattr(session, "estimated_cost", None),
+            message_count=message_count,
+            api_call_count=getattr(session, "api_call_count", None),
+            created_at=getattr(session, "created_at", None),
+            billing_provider=getattr(session, "model_provider", None),
+        )
+
+
+webui_session_adapter = WebUISessionAdapter()
+
+AdapterLike = Callable[[Any], "UsageSnapshot | None"]
