@@ -111,3 +111,44 @@ def run_insights(home: Path, days: int = 1, source: str = "webui") -> str:
     )
     assert "Error generating insights" not in done.stdout, done.stdout
     return done.stdout
+
+
+class LockHolder:
+    """A real second process holding state.db's write lock until released."""
+
+    def __init__(self, db_path: Path, seconds: float = 60.0) -> None:
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).with_name("lockholder.py")), str(db_path), str(seconds)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        assert line.strip() == "locked", line
+
+    @property
+    def holding(self) -> bool:
+        return self.proc.poll() is None
+
+    def release(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            self.proc.wait(timeout=30)
+
+
+@pytest.fixture
+def lock_holder() -> Iterator[Any]:
+    holders: list[LockHolder] = []
+
+    def start(db_path: Path, seconds: float = 60.0) -> LockHolder:
+        holder = LockHolder(db_path, seconds)
+        holders.append(holder)
+        return holder
+
+    yield start
+    for holder in holders:
+        holder.release()
