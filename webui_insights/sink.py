@@ -91,8 +91,12 @@ def hermes_state() -> ModuleType:
     if "hermes_state" not in _module_cache:
         try:
             _module_cache["hermes_state"] = importlib.import_module("hermes_state")
-        except Exception:
+        except ImportError:
             _module_cache["hermes_state"] = None
+        except Exception as exc:
+            # Not "absent": e.g. imported for the first time while the
+            # interpreter shuts down. Say so, and let a later call try again.
+            raise HermesStateUnavailable(f"hermes_state could not be imported: {type(exc).__name__}: {exc}") from exc
     module = _module_cache["hermes_state"]
     if module is None or not hasattr(module, "SessionDB"):
         raise HermesStateUnavailable("hermes-agent is not installed: pip install 'webui-insights[hermes]'")

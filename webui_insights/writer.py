@@ -23,14 +23,22 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from .diagnostics import RateLimitedLog, Stats, report_internal_error
 from .profiles import InvalidProfile, state_db_path
-from .sink import FatalDBError, HermesStateUnavailable, StateDB, StateDBMissing, file_identity, is_retryable
-from .snapshot import UsageSnapshot
+from .sink import (
+    FatalDBError,
+    HermesStateUnavailable,
+    StateDB,
+    StateDBMissing,
+    file_identity,
+    hermes_state,
+    is_retryable,
+)
+from .snapshot import UsageSnapshot, next_sequence
 
 __all__ = ["WriterConfig", "Writer", "THREAD_NAME"]
 
@@ -115,6 +123,8 @@ class Writer:
         if self._closed:
             self._stats.drop("exit_timeout")
             return False
+        if not snapshot.seq:
+            snapshot = replace(snapshot, seq=next_sequence())
         key = snapshot.key
         dropped: list[Key] = []
         with self._lock:
@@ -237,6 +247,12 @@ class Writer:
     # ---------------------------------------------------------- the thread
 
     def _run(self) -> None:
+        try:
+            # Import hermes-agent now, while the interpreter is far from
+            # exit: during shutdown its import fails (it registers atexit work).
+            hermes_state()
+        except HermesStateUnavailable:
+            pass
         while not (self._stop.is_set() and not self.pending_count()):
             try:
                 self._wake.wait(self._next_wakeup())
