@@ -25,7 +25,7 @@ import wrapt
 
 from .diagnostics import RateLimitedLog, Stats, logger, report_internal_error
 from .settings import Explicit, Switch
-from .snapshot import InvalidSnapshot, UsageSnapshot, checked, webui_session_adapter
+from .snapshot import InvalidSnapshot, UsageSnapshot, WebUISessionAdapter, checked, webui_session_adapter
 from .writer import Writer, WriterConfig
 
 
@@ -74,6 +74,12 @@ class _Installation:
     gate: dict[tuple[Any, Any], tuple[Any, ...]] = field(default_factory=dict)
     writer: Writer | None = None
 
+    def __post_init__(self) -> None:
+        # Counters bumped on every save, fetched once (see Stats.counter).
+        self.saves_seen = self.stats.counter("saves_seen")
+        self.skipped_disabled = self.stats.counter("skipped.disabled")
+        self.skipped_unchanged = self.stats.counter("skipped.unchanged")
+
     def get_writer(self) -> Writer:
         writer = self.writer
         if writer is None:
@@ -110,9 +116,9 @@ def capture(session: Any, state: _Installation | None = None) -> bool:
 
 def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageSnapshot | None]) -> bool:
     stats = state.stats
-    stats.incr("saves_seen")
+    next(state.saves_seen)
     if not state.switch.enabled():
-        stats.skip("disabled")
+        next(state.skipped_disabled)
         return False
     fingerprint_of = getattr(adapter, "fingerprint", None)
     if fingerprint_of is not None:
@@ -121,7 +127,7 @@ def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageS
         if type(sid) is str and (profile is None or type(profile) is str):
             key = (profile, sid)
             if state.gate.get(key) == fingerprint:
-                stats.skip("unchanged")
+                next(state.skipped_unchanged)
                 return False
         else:
             key = None
@@ -130,7 +136,8 @@ def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageS
         if raw is None:
             stats.skip("blank")
             return False
-        snapshot = checked(raw)
+        # The default adapter validates while it reads; others are checked here.
+        snapshot = raw if type(adapter) is WebUISessionAdapter else checked(raw)
     except InvalidSnapshot as exc:
         stats.skip(exc.reason)
         state.log.warning(

@@ -23,7 +23,7 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +124,7 @@ class Writer:
             self._stats.drop("exit_timeout")
             return False
         if not snapshot.seq:
-            snapshot = replace(snapshot, seq=next_sequence())
+            snapshot = snapshot._replace(seq=next_sequence())
         key = snapshot.key
         dropped: list[Key] = []
         with self._lock:
@@ -147,7 +147,8 @@ class Writer:
                     del self._pending[key]
             self._drop(key, "thread_start_failed")
             return False
-        self._wake.set()
+        if not self._wake.is_set():
+            self._wake.set()
         return key not in dropped
 
     def pending_count(self) -> int:

@@ -1,0 +1,1 @@
+"""Benchmarks for webui-insights: ``make bench`` (``python -m benchmarks``)."""

@@ -1,0 +1,250 @@
+"""What the mirror adds to the host's save, and what it costs state.db (issue: writer).
+
+Every figure is measured in this one run, on this machine; medians of
+repeated samples, ratios computed from those medians. Targets are printed
+beside the figures and checked by ``benchmarks.__main__`` (exit status).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import wrapt
+
+from webui_insights import installer, sink
+from webui_insights.demo_host import DemoSession
+from webui_insights.writer import WriterConfig
+
+from .table import Row
+
+LOCK_HOLDER = Path(__file__).resolve().parent.parent / "tests" / "lockholder.py"
+
+
+class BareSession:
+    """The WebUI's fields with a save that does no I/O: isolates what we add."""
+
+    def __init__(self, session_id: str) -> None:
+        self.session_id = session_id
+        self.profile = None
+        self.model = "bench/model"
+        self.model_provider = None
+        self.title = "Bench chat"
+        self.messages: list[dict[str, Any]] = [{"role": "user"}]
+        self.created_at = time.time()
+        self.input_tokens = 1
+        self.output_tokens = 1
+        self.cache_read_tokens = 0
+        self.cache_write_tokens = 0
+        self.estimated_cost: float | None = None
+
+    def save(self, touch_updated_at: bool = True, skip_index: bool = False) -> None:
+        return None
+
+
+def _per_call(fn: Callable[[], object], calls: int, samples: int) -> float:
+    """Median seconds per call over ``samples`` runs of ``calls`` calls."""
+    results = []
+    for _ in range(samples):
+        started = time.perf_counter()
+        for _ in range(calls):
+            fn()
+        results.append((time.perf_counter() - started) / calls)
+    return statistics.median(results)
+
+
+def _home() -> Path:
+    home = Path(tempfile.mkdtemp(prefix="webui-insights-bench-"))
+    os.environ["HERMES_HOME"] = str(home)
+    os.environ["HERMES_WEBUI_STATE_DIR"] = str(home / "webui")
+    sink.create_state_db(home / "state.db")
+    return home
+
+
+def _install(config: WriterConfig) -> None:
+    installer._reset_for_tests()
+    installer.install(target=f"{__name__}:BareSession.save", enabled=True, writer_config=config)
+    installer.install  # noqa: B018 - keeps the name in the profile of the run
+
+
+def _install_demo(config: WriterConfig) -> None:
+    installer._reset_for_tests()
+    installer.install(target="webui_insights.demo_host:DemoSession.save", enabled=True, writer_config=config)
+
+
+def _unwrapped(cls: type) -> Callable[..., Any]:
+    method = vars(cls)["save"]
+    return method.__wrapped__ if isinstance(method, wrapt.FunctionWrapper) else method
+
+
+def bench_added_cost() -> tuple[list[Row], float]:
+    home = _home()
+    slow = WriterConfig(debounce_s=30.0)  # keep the writer thread out of the timing loop
+    plain = BareSession("a1a1a1a1a1a1")
+    plain_save = _unwrapped(BareSession).__get__(plain)
+    base = _per_call(plain_save, 20000, 15)
+
+    _install(slow)
+    unchanged = BareSession("b2b2b2b2b2b2")
+    unchanged.save()  # first save queues; the ones timed below have nothing new
+    wrapped_unchanged = _per_call(unchanged.save, 20000, 15)
+
+    changing = BareSession("c3c3c3c3c3c3")
+
+    def save_with_new_usage() -> None:
+        changing.input_tokens += 1
+        changing.save()
+
+    def plain_with_new_usage() -> None:
+        changing.input_tokens += 1
+        plain_save()
+
+    base_changing = _per_call(plain_with_new_usage, 5000, 15)
+    wrapped_changing = _per_call(save_with_new_usage, 5000, 15)
+    installer._reset_for_tests()
+
+    # The inline approach a bridge inside the save would take, per turn.
+    hs = sink.hermes_state()
+    counter = iter(range(10**9))
+
+    def inline_turn() -> None:
+        n = next(counter)
+        sid = f"inline{n:06d}"
+        db = hs.SessionDB(home / "state.db")
+        db.ensure_session(sid, source="webui", model="bench/model")
+        db.update_token_counts(sid, input_tokens=n, output_tokens=1, absolute=True)
+        db.set_session_title(sid, f"inline chat {n}")
+        db._execute_write(lambda conn: conn.execute("UPDATE sessions SET message_count = 2 WHERE id = ?", (sid,)))
+        db.close()
+
+    inline = _per_call(inline_turn, 20, 9)
+    demo_dir = home / "webui"
+    demo = DemoSession(demo_dir, session_id="d4d4d4d4d4d4")
+    demo_save = _unwrapped(DemoSession).__get__(demo)
+    json_save = _per_call(demo_save, 200, 9)
+
+    added_unchanged = wrapped_unchanged - base
+    added_queued = wrapped_changing - base_changing
+    rows = [
+        Row("host save (JSON file, WebUI-like), median", f"{json_save * 1e3:.2f} ms", "", None),
+        Row("added to a save with nothing new, median", f"{added_unchanged * 1e6:.2f} µs", "≤ 2 µs", added_unchanged <= 2e-6),
+        Row("added to a save that queues a snapshot, median", f"{added_queued * 1e6:.2f} µs", "≤ 10 µs", added_queued <= 10e-6),
+        Row("inline sync per turn (open, 4 writes, close), median", f"{inline * 1e3:.2f} ms", "", None),
+        Row(
+            "inline ÷ ours on the save path",
+            f"{inline / added_queued:,.0f}×",
+            "≥ 100×",
+            inline / added_queued >= 100,
+        ),
+    ]
+    return rows, json_save
+
+
+def _read_totals(db_path: Path) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True, timeout=5)
+    try:
+        return {r[0]: r[1] for r in conn.execute("SELECT id, input_tokens FROM sessions WHERE source = 'webui'")}
+    finally:
+        conn.close()
+
+
+def bench_locked_database(hold_s: float = 10.0, saves: int = 200, chats: int = 20) -> list[Row]:
+    home = _home()
+    _install_demo(WriterConfig())
+    sessions = [DemoSession(home / "webui") for _ in range(chats)]
+    warm = DemoSession(home / "webui")
+    warm.add_turn("q", "a", input_tokens=1, output_tokens=1)
+    warm.save()
+    installer.flush(10)  # the writer's handle is open before the lock is taken
+    holder = subprocess.Popen(
+        [sys.executable, str(LOCK_HOLDER), str(home / "state.db"), str(hold_s)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None and holder.stdout.readline().strip() == "locked"
+    locked_at = time.monotonic()
+    wrapped_times = []
+    plain_times = []
+    plain_save = _unwrapped(DemoSession)
+    interval = (hold_s * 0.6) / saves
+    for n in range(saves):
+        chat = sessions[n % chats]
+        chat.add_turn("q", "a", input_tokens=10, output_tokens=1)
+        started = time.perf_counter()
+        chat.save()
+        wrapped_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        plain_save(chat)
+        plain_times.append(time.perf_counter() - started)
+        time.sleep(interval)
+    expected = {c.session_id: c.input_tokens for c in sessions}
+    still_locked = holder.poll() is None
+    holder.wait(timeout=hold_s + 30)
+    released_at = time.monotonic()
+    landed_after = None
+    while time.monotonic() - released_at < 30:
+        totals = _read_totals(home / "state.db")
+        if all(totals.get(sid) == value for sid, value in expected.items()):
+            landed_after = time.monotonic() - released_at
+            break
+        time.sleep(0.01)
+    stats = installer.stats()
+    installer._reset_for_tests()
+
+    def p99(values: list[float]) -> float:
+        return statistics.quantiles(values, n=100)[98]
+
+    overhead = p99(wrapped_times) - p99(plain_times)
+    return [
+        Row(f"lock held by another process for {hold_s:.0f} s: saves made while locked", f"{saves} ({chats} chats)", "", still_locked),
+        Row("  save p99, wrapped vs plain (same run)", f"{p99(wrapped_times) * 1e3:.2f} / {p99(plain_times) * 1e3:.2f} ms", "", None),
+        Row("  p99 save overhead", f"{overhead * 1e3:.3f} ms", "< 1 ms", overhead < 1e-3),
+        Row(
+            "  all totals in state.db after release",
+            f"{landed_after:.3f} s" if landed_after is not None else "never",
+            "≤ 1 s",
+            landed_after is not None and landed_after <= 1.0,
+        ),
+        Row("  writer retries while locked", str(stats["retried"]), "", None),
+        Row("  locked for", f"{released_at - locked_at:.1f} s", "", None),
+    ]
+
+
+def bench_burst(saves: int = 1000, chats: int = 50) -> list[Row]:
+    home = _home()
+    _install_demo(WriterConfig())
+    sessions = [DemoSession(home / "webui", title=f"burst chat {n}") for n in range(chats)]
+    started = time.perf_counter()
+    for n in range(saves):
+        chat = sessions[n % chats]
+        chat.add_turn("q", "a", input_tokens=7, output_tokens=3)
+        chat.save()
+    burst = time.perf_counter() - started
+    installer.flush(30)
+    stats = installer.stats()
+    totals = _read_totals(home / "state.db")
+    exact = all(totals.get(c.session_id) == c.input_tokens for c in sessions)
+    installer._reset_for_tests()
+    return [
+        Row(f"burst: {saves} saves over {chats} chats in", f"{burst:.2f} s", "", None),
+        Row("  write transactions issued", str(stats["transactions"]), "≤ 100", stats["transactions"] <= 100),
+        Row("  longest write-lock hold", f"{stats['max_lock_hold_ms']:.1f} ms", "≤ 50 ms", stats["max_lock_hold_ms"] <= 50),
+        Row("  snapshots queued / coalesced", f"{stats['snapshots_queued']} / {stats['coalesced']}", "", None),
+        Row("  every chat's totals exact after flush", str(exact), "", exact),
+    ]
+
+
+def run() -> list[Row]:
+    rows, _ = bench_added_cost()
+    rows += bench_burst()
+    rows += bench_locked_database()
+    return rows
