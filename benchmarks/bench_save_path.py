@@ -135,8 +135,18 @@ def bench_added_cost() -> tuple[list[Row], float]:
     added_queued = wrapped_changing - base_changing
     rows = [
         Row("host save (JSON file, WebUI-like), median", f"{json_save * 1e3:.2f} ms", "", None),
-        Row("added to a save with nothing new, median", f"{added_unchanged * 1e6:.2f} µs", "≤ 2 µs", added_unchanged <= 2e-6),
-        Row("added to a save that queues a snapshot, median", f"{added_queued * 1e6:.2f} µs", "≤ 10 µs", added_queued <= 10e-6),
+        Row(
+            "added to a save with nothing new, median",
+            f"{added_unchanged * 1e6:.2f} µs",
+            "≤ 2 µs",
+            added_unchanged <= 2e-6,
+        ),
+        Row(
+            "added to a save that queues a snapshot, median",
+            f"{added_queued * 1e6:.2f} µs",
+            "≤ 10 µs",
+            added_queued <= 10e-6,
+        ),
         Row("inline sync per turn (open, 4 writes, close), median", f"{inline * 1e3:.2f} ms", "", None),
         Row(
             "inline ÷ ours on the save path",
@@ -216,10 +226,22 @@ def bench_locked_database(hold_s: float = 10.0, saves: int = 200, chats: int = 2
     overhead = p99(wrapped_times) - p99(plain_times)
     hook = p99(hook_times)
     return [
-        Row(f"lock held by another process for {hold_s:.0f} s: saves made while locked", f"{saves} ({chats} chats)", "", still_locked),
-        Row("  save p99, wrapped vs plain (same run)", f"{p99(wrapped_times) * 1e3:.2f} / {p99(plain_times) * 1e3:.2f} ms", "", None),
+        Row(
+            f"lock held by another process for {hold_s:.0f} s: saves made while locked",
+            f"{saves} ({chats} chats)",
+            "",
+            still_locked,
+        ),
+        Row(
+            "  save p99, wrapped vs plain (same run)",
+            f"{p99(wrapped_times) * 1e3:.2f} / {p99(plain_times) * 1e3:.2f} ms",
+            "",
+            None,
+        ),
         Row("  p99 save overhead (wrapped p99 − plain p99)", f"{overhead * 1e3:.3f} ms", "< 1 ms", overhead < 1e-3),
-        Row("  p99 of the hook alone (no-I/O save, new usage each time)", f"{hook * 1e6:.1f} µs", "< 1 ms", hook < 1e-3),
+        Row(
+            "  p99 of the hook alone (no-I/O save, new usage each time)", f"{hook * 1e6:.1f} µs", "< 1 ms", hook < 1e-3
+        ),
         Row(
             "  all totals in state.db after release",
             f"{landed_after:.3f} s" if landed_after is not None else "never",
@@ -249,7 +271,12 @@ def bench_burst(saves: int = 1000, chats: int = 50) -> list[Row]:
     return [
         Row(f"burst: {saves} saves over {chats} chats in", f"{burst:.2f} s", "", None),
         Row("  write transactions issued", str(stats["transactions"]), "≤ 100", stats["transactions"] <= 100),
-        Row("  longest write-lock hold", f"{stats['max_lock_hold_ms']:.1f} ms", "≤ 50 ms", stats["max_lock_hold_ms"] <= 50),
+        Row(
+            "  longest write-lock hold",
+            f"{stats['max_lock_hold_ms']:.1f} ms",
+            "≤ 50 ms",
+            stats["max_lock_hold_ms"] <= 50,
+        ),
         Row("  snapshots queued / coalesced", f"{stats['snapshots_queued']} / {stats['coalesced']}", "", None),
         Row("  every chat's totals exact after flush", str(exact), "", exact),
     ]

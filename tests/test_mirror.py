@@ -219,7 +219,9 @@ def test_invalid_profile_is_refused_and_written_nowhere(
     assert "invalid_profile" in caplog.text
 
 
-def test_profile_symlinked_outside_the_home_is_refused(mirror, webui_dir: Path, hermes_home: Path, tmp_path: Path) -> None:
+def test_profile_symlinked_outside_the_home_is_refused(
+    mirror, webui_dir: Path, hermes_home: Path, tmp_path: Path
+) -> None:
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     sink.create_state_db(outside / "state.db")

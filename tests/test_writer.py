@@ -40,7 +40,7 @@ def test_save_returns_while_another_process_holds_the_lock_and_totals_land_after
 ) -> None:
     holder = lock_holder(hermes_home / "state.db")
     chats = [make_session(webui_dir) for _ in range(5)]
-    for round_ in range(4):
+    for _ in range(4):
         for chat in chats:
             chat.add_turn("q", "a", input_tokens=10, output_tokens=1)
             chat.save()
@@ -169,7 +169,9 @@ def test_writer_thread_starts_lazily_with_its_name(hermes_home: Path, webui_dir:
 def test_a_thread_that_cannot_start_leaves_save_working_and_counts_the_loss(
     mirror, webui_dir: Path, hermes_home: Path, mocker
 ) -> None:
-    mocker.patch.object(threading.Thread, "start", side_effect=RuntimeError("can't create new thread at interpreter shutdown"))
+    mocker.patch.object(
+        threading.Thread, "start", side_effect=RuntimeError("can't create new thread at interpreter shutdown")
+    )
     chat = make_session(webui_dir)
     chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
     assert chat.save() is None
@@ -303,4 +305,3 @@ def test_forked_child_mirrors_its_own_sessions_only(mirror, webui_dir: Path, her
     pending_chat.save()
     assert webui_insights.flush(5)
     assert read_row(hermes_home / "state.db", pending_chat.session_id)["input_tokens"] == 22  # type: ignore[index]
-

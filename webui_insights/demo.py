@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TextIO
 
 from . import installer as lifecycle
 from .demo_host import TARGET, DemoSession
@@ -36,7 +37,7 @@ def hermes_command() -> list[str] | None:
     return [found] if found else None
 
 
-def run_demo(*, keep: bool = False, out=sys.stdout) -> int:
+def run_demo(*, keep: bool = False, out: TextIO = sys.stdout) -> int:
     hermes = hermes_command()
     home = Path(tempfile.mkdtemp(prefix="webui-insights-demo-"))
     saved_env = {k: os.environ.get(k) for k in ("HERMES_HOME", "HERMES_WEBUI_STATE_DIR")}

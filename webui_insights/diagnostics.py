@@ -126,7 +126,7 @@ class Stats:
     def get(self, name: str) -> int:
         counter = self._counters.get(name)
         # count.__reduce__() is (count, (next_value,)): read without advancing.
-        return counter.__reduce__()[1][0] if counter is not None else 0  # type: ignore[index, no-any-return]
+        return int(counter.__reduce__()[1][0]) if counter is not None else 0
 
     def _by_prefix(self, prefix: str, known: tuple[str, ...]) -> dict[str, int]:
         names = list(known) + [n[len(prefix) :] for n in list(self._counters) if n.startswith(prefix)]

@@ -28,7 +28,6 @@ from .settings import Explicit, Switch
 from .snapshot import InvalidSnapshot, UsageSnapshot, WebUISessionAdapter, checked, webui_session_adapter
 from .writer import Writer, WriterConfig
 
-
 __all__ = [
     "DEFAULT_TARGET",
     "TargetNotFound",
@@ -278,8 +277,10 @@ def uninstall() -> bool:
         state.generation += 1
         if patch is None:
             return False
-        current = vars(patch.parent).get(patch.attribute) if isinstance(patch.parent, type) else getattr(
-            patch.parent, patch.attribute, None
+        current = (
+            vars(patch.parent).get(patch.attribute)
+            if isinstance(patch.parent, type)
+            else getattr(patch.parent, patch.attribute, None)
         )
         if current is not patch.wrapper:
             logger.warning(

@@ -97,11 +97,13 @@ def read_webui_setting(key: str, path: Path | None = None) -> tuple[bool | None,
         raw = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         return None, f"{path} (absent)"
+    except UnicodeDecodeError as exc:
+        raise SettingsUnreadable(f"{path}: not UTF-8 text") from exc
     except OSError as exc:
         raise SettingsUnreadable(f"{path}: {exc.strerror or exc}") from exc
     try:
         data = json.loads(raw)
-    except ValueError as exc:
+    except json.JSONDecodeError as exc:
         raise SettingsUnreadable(f"{path}: invalid JSON ({exc.msg})") from exc
     if not isinstance(data, dict):
         raise SettingsUnreadable(f"{path}: top level is {type(data).__name__}, not an object")
@@ -145,7 +147,7 @@ class Switch:
         if explicit is not None:
             if type(explicit) is bool:
                 return explicit
-            return bool(explicit())  # type: ignore[operator]
+            return bool(explicit())
         if time.monotonic() < self._expires:
             return self._value
         return self._refresh()

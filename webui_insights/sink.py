@@ -231,38 +231,19 @@ class StateDB:
             return result
         remaining = list(snapshots)
         while remaining:
-            done: list[UsageSnapshot] = []
-            rejected: list[tuple[UsageSnapshot, str]] = []
-            timing: list[float] = []
-
-            def transaction(conn: sqlite3.Connection) -> None:
-                # Runs inside SessionDB's BEGIN IMMEDIATE; a retry calls us
-                # again from the start, so collect into fresh lists.
-                done.clear()
-                rejected.clear()
-                started = time.perf_counter()
-                timing[:] = [started]
-                if not self._sync_table_ready:
-                    conn.execute(_SYNC_TABLE_SQL)
-                for snap in remaining:
-                    problem = self._write_row(conn, snap, exact=exact, message_count=message_count)
-                    done.append(snap)
-                    if problem:
-                        rejected.append((snap, problem))
-                    if time.perf_counter() - started >= budget_s:
-                        break
-
-            self.db._execute_write(transaction)
+            batch = _Transaction(self, remaining, exact=exact, message_count=message_count, budget_s=budget_s)
+            self.db._execute_write(batch)
             self._sync_table_ready = True
-            hold = time.perf_counter() - timing[0] if timing else 0.0
             result.transactions += 1
-            result.max_lock_hold_s = max(result.max_lock_hold_s, hold)
-            result.written.extend(done)
-            result.title_rejected.extend(rejected)
-            remaining = remaining[len(done) :]
+            result.max_lock_hold_s = max(result.max_lock_hold_s, batch.held_s)
+            result.written.extend(batch.done)
+            result.title_rejected.extend(batch.rejected)
+            remaining = remaining[len(batch.done) :]
         return result
 
-    def _write_row(self, conn: sqlite3.Connection, snap: UsageSnapshot, *, exact: bool, message_count: bool) -> str | None:
+    def _write_row(
+        self, conn: sqlite3.Connection, snap: UsageSnapshot, *, exact: bool, message_count: bool
+    ) -> str | None:
         """Upsert one chat's row; returns why its title was refused, if it was."""
         row = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()
         if row is None:
@@ -363,6 +344,40 @@ class StateDB:
         """The ``sessions`` row, through SessionDB's public reader."""
         found: dict[str, Any] | None = self.db.get_session(session_id)
         return found
+
+
+class _Transaction:
+    """The work of one ``BEGIN IMMEDIATE``: as many rows as fit its time budget.
+
+    SessionDB calls it with the connection inside its own transaction, and
+    calls it again from the start if it retries, so each call starts afresh.
+    """
+
+    def __init__(
+        self, owner: StateDB, snapshots: Sequence[UsageSnapshot], *, exact: bool, message_count: bool, budget_s: float
+    ) -> None:
+        self.owner = owner
+        self.snapshots = snapshots
+        self.exact = exact
+        self.message_count = message_count
+        self.budget_s = budget_s
+        self.done: list[UsageSnapshot] = []
+        self.rejected: list[tuple[UsageSnapshot, str]] = []
+        self.held_s = 0.0
+
+    def __call__(self, conn: sqlite3.Connection) -> None:
+        self.done, self.rejected = [], []
+        started = time.perf_counter()
+        if not self.owner._sync_table_ready:
+            conn.execute(_SYNC_TABLE_SQL)
+        for snap in self.snapshots:
+            problem = self.owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
+            self.done.append(snap)
+            if problem:
+                self.rejected.append((snap, problem))
+            if time.perf_counter() - started >= self.budget_s:
+                break
+        self.held_s = time.perf_counter() - started
 
 
 # Totals move forward only: MAX() so that a late, older snapshot (another

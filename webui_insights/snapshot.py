@@ -154,7 +154,9 @@ def _cost(value: Any) -> float | None:
         return None
     if type(value) in (int, float) and math.isfinite(value) and 0 <= value < 1e12:
         return float(value)
-    raise InvalidSnapshot("bad_value", f"estimated_cost_usd must be a finite non-negative number, got {_describe(value)}")
+    raise InvalidSnapshot(
+        "bad_value", f"estimated_cost_usd must be a finite non-negative number, got {_describe(value)}"
+    )
 
 
 def _text(name: str, value: Any, limit: int | None = None) -> str | None:
@@ -185,14 +187,16 @@ def _describe(value: Any) -> str:
 def check_session_id(value: Any) -> str:
     if type(value) is str and _SESSION_ID_RE.fullmatch(value):
         return value
-    raise InvalidSnapshot("invalid_session_id", f"session_id must match {_SESSION_ID_RE.pattern}, got {_describe(value)}")
+    raise InvalidSnapshot(
+        "invalid_session_id", f"session_id must match {_SESSION_ID_RE.pattern}, got {_describe(value)}"
+    )
 
 
 def check_profile(value: Any) -> str | None:
     if value is None or value == "":
         return None
     if is_valid_profile_name(value):
-        return value
+        return str(value)
     raise InvalidSnapshot(
         "invalid_profile",
         f"profile must be None or match [a-z0-9][a-z0-9_-]{{0,63}}, got {_describe(value)} of length "

@@ -334,7 +334,9 @@ class Writer:
         except (HermesStateUnavailable, StateDBMissing) as exc:
             reason = "no_hermes_state" if isinstance(exc, HermesStateUnavailable) else "no_state_db"
             self._stats.skip(reason, len(fresh))
-            self._log.warning(reason + str(path), "webui-insights: nothing mirrored for %d chat(s): %s", len(fresh), exc)
+            self._log.warning(
+                reason + str(path), "webui-insights: nothing mirrored for %d chat(s): %s", len(fresh), exc
+            )
             for snap in fresh:
                 self._on_dropped(snap.key)
             return
@@ -423,7 +425,8 @@ class Writer:
         self._stats.drop(reason)
         self._log.warning(
             "drop:" + reason,
-            "webui-insights: dropped a pending update (%s); the reconcile sweep or `webui-insights verify --fix` repairs it",
+            "webui-insights: dropped a pending update (%s); "
+            "the reconcile sweep or `webui-insights verify --fix` repairs it",
             reason,
         )
         try:
