@@ -14,7 +14,9 @@ def test_valid_names(name: str) -> None:
     assert is_valid_profile_name(name)
 
 
-@pytest.mark.parametrize("name", ["", "Work", "work\n", "../x", "/tmp/x", "-x", "_x", "a" * 65, "a b", "a\x00", None, 1])
+@pytest.mark.parametrize(
+    "name", ["", "Work", "work\n", "../x", "/tmp/x", "-x", "_x", "a" * 65, "a b", "a\x00", None, 1]
+)
 def test_invalid_names(name: object) -> None:
     assert not is_valid_profile_name(name)
 

@@ -80,7 +80,9 @@ def test_argument_overrides_env_and_a_callable_is_asked_each_time(
     assert (switch.enabled(), switch.enabled()) == (True, False)
 
 
-@pytest.mark.parametrize("text, expected", [("1", True), (" TRUE ", True), ("off", False), ("maybe", None), (None, None)])
+@pytest.mark.parametrize(
+    "text, expected", [("1", True), (" TRUE ", True), ("off", False), ("maybe", None), (None, None)]
+)
 def test_parse_env_flag(text: str | None, expected: bool | None) -> None:
     assert parse_env_flag(text) is expected
 

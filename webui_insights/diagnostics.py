@@ -142,6 +142,7 @@ class Stats:
             "retried",
             "failures",
             "internal_errors",
+            "transcript_resyncs",
         )
         result: dict[str, Any] = {name: self.get(name) for name in names}
         result["skipped"] = self._by_prefix("skipped.", SKIP_REASONS)

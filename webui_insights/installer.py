@@ -24,8 +24,16 @@ from typing import Any
 import wrapt
 
 from .diagnostics import RateLimitedLog, Stats, logger, report_internal_error
-from .settings import Explicit, Switch
-from .snapshot import InvalidSnapshot, UsageSnapshot, WebUISessionAdapter, checked, webui_session_adapter
+from .settings import ENV_TRANSCRIPTS, TRANSCRIPTS_SETTING_KEY, Explicit, Switch
+from .snapshot import (
+    InvalidSnapshot,
+    UsageSnapshot,
+    WebUISessionAdapter,
+    checked,
+    next_sequence,
+    webui_session_adapter,
+)
+from .transcript import TranscriptTracker
 from .writer import Writer, WriterConfig
 
 __all__ = [
@@ -68,6 +76,8 @@ class _Installation:
     target: str | None = None
     patch: _Patch | None = None
     switch: Switch = field(default_factory=lambda: Switch(False))
+    transcripts: Switch = field(default_factory=lambda: Switch(False))
+    tracker: TranscriptTracker = field(default_factory=TranscriptTracker)
     adapter: Callable[[Any], UsageSnapshot | None] = webui_session_adapter
     # (profile, session_id) -> fingerprint of the last snapshot queued.
     gate: dict[tuple[Any, Any], tuple[Any, ...]] = field(default_factory=dict)
@@ -89,8 +99,13 @@ class _Installation:
         return writer
 
     def forget(self, key: tuple[Any, Any]) -> None:
-        """The writer gave up on ``key``: let its next save through the gate."""
+        """The writer gave up on ``key``: let its next save through the gate.
+
+        Its transcript is sent whole next time, since what state.db holds of
+        it is no longer known.
+        """
         self.gate.pop(key, None)
+        self.tracker.forget(key)
 
 
 _state = _Installation()
@@ -164,9 +179,19 @@ def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageS
     gate[key] = fingerprint
     if len(gate) > _GATE_LIMIT:
         try:
-            del gate[next(iter(gate))]
+            forgotten = next(iter(gate))
+            del gate[forgotten]
+            state.tracker.forget(forgotten)
         except (StopIteration, KeyError, RuntimeError):
             pass
+    if state.transcripts.enabled():
+        messages = getattr(session, "messages", None)
+        if isinstance(messages, (list, tuple)):
+            tracker = state.tracker
+            with tracker.lock:
+                # Deltas are built one on the other: number them in that order.
+                delta = tracker.delta(key, messages)
+                snapshot = snapshot._replace(transcript=delta, seq=next_sequence())
     return state.get_writer().submit(snapshot)
 
 
@@ -215,12 +240,18 @@ def install(
     *,
     target: str = DEFAULT_TARGET,
     enabled: Explicit = None,
+    transcripts: Explicit = None,
     adapter: Callable[[Any], UsageSnapshot | None] | None = None,
     strict: bool = False,
     settings_ttl: float = 1.0,
     writer_config: WriterConfig | None = None,
 ) -> bool:
     """Wrap ``target``'s save so each successful save mirrors its usage.
+
+    ``transcripts`` (or env ``WEBUI_INSIGHTS_TRANSCRIPTS``, or the WebUI
+    setting ``sync_transcripts_to_state_db``; off by default) also copies the
+    chat's messages, content included, into state.db so the agent's session
+    search finds them; it only acts while mirroring itself is on.
 
     Works whether the target module is imported before or after this call.
     A second call while installed logs a warning and changes nothing
@@ -238,7 +269,11 @@ def install(
         state.target = target
         state.adapter = adapter or webui_session_adapter
         state.switch = Switch(enabled, ttl=settings_ttl, log=state.log)
+        state.transcripts = Switch(
+            transcripts, env_name=ENV_TRANSCRIPTS, setting_key=TRANSCRIPTS_SETTING_KEY, ttl=settings_ttl, log=state.log
+        )
         state.gate.clear()
+        state.tracker = TranscriptTracker()
         if writer_config is not None or state.writer is None:
             state.writer = Writer(state.stats, state.log, writer_config, on_dropped=state.forget)
         else:

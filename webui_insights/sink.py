@@ -29,6 +29,7 @@ from types import ModuleType
 from typing import Any
 
 from .snapshot import DEFAULT_TITLE, UsageSnapshot
+from .transcript import EMPTY_CHAIN, MessageRow, TranscriptDelta, chain
 
 __all__ = [
     "HermesStateUnavailable",
@@ -133,6 +134,8 @@ class Capabilities:
         batched = callable(execute_write) and _takes_one_argument(execute_write)
         if not batched:
             degraded.append("no SessionDB._execute_write: one transaction per call, started_at/message_count not set")
+        if not callable(getattr(db, "_insert_message_rows", None)):
+            degraded.append("no SessionDB._insert_message_rows (< 0.18.2): transcript rows use a plain INSERT")
         sanitize = callable(getattr(type(db), "sanitize_title", None))
         if not sanitize:
             degraded.append("no SessionDB.sanitize_title: titles written as given")
@@ -160,6 +163,8 @@ class WriteResult:
 
     written: list[UsageSnapshot] = field(default_factory=list)
     title_rejected: list[tuple[UsageSnapshot, str]] = field(default_factory=list)
+    # Transcript deltas that did not fit what state.db holds (usage was written).
+    resync: list[UsageSnapshot] = field(default_factory=list)
     transactions: int = 0
     max_lock_hold_s: float = 0.0
 
@@ -196,6 +201,7 @@ class StateDB:
             self.db._WRITE_MAX_RETRIES = max(1, int(write_retries))
         self.capabilities = Capabilities.detect(self.db)
         self._sync_table_ready = False
+        self._active_column: bool | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -238,6 +244,7 @@ class StateDB:
             result.max_lock_hold_s = max(result.max_lock_hold_s, batch.held_s)
             result.written.extend(batch.done)
             result.title_rejected.extend(batch.rejected)
+            result.resync.extend(batch.resync)
             remaining = remaining[len(batch.done) :]
         return result
 
@@ -255,9 +262,87 @@ class StateDB:
         else:
             current_title = row[0]
         conn.execute(_EXACT_USAGE_SQL if exact else _FORWARD_USAGE_SQL, _usage_params(snap))
-        if message_count:
+        if message_count and snap.transcript is None:  # with transcripts, the messages count
             conn.execute("UPDATE sessions SET message_count = ? WHERE id = ?", (snap.message_count, snap.session_id))
         return self._write_title(conn, snap, current_title)
+
+    def _write_transcript(self, conn: sqlite3.Connection, session_id: str, delta: TranscriptDelta) -> bool:
+        """Apply ``delta`` to the chat's live messages; False if it does not fit state.db."""
+        if delta.is_noop:
+            return True
+        memory = conn.execute(
+            f"SELECT transcript_count, transcript_hash FROM {SYNC_TABLE} WHERE session_id = ?", (session_id,)
+        ).fetchone()
+        count, fingerprint = (memory[0] or 0, memory[1] or EMPTY_CHAIN) if memory else (0, EMPTY_CHAIN)
+        if delta.full:
+            links = chain(delta.rows)
+            keep = count if 0 < count <= len(links) and links[count - 1] == fingerprint else 0
+            rows, final = delta.rows[keep:], (links[-1] if links else EMPTY_CHAIN)
+            if keep == 0:
+                count = -1  # unknown: remove every live message before inserting
+        else:
+            if (count, fingerprint) != (delta.prev_count, delta.prev_chain):
+                return False
+            keep, rows, final = delta.keep, delta.rows, delta.final_chain()
+        live = " AND active = 1" if self._messages_have_active(conn) else ""
+        if keep == 0 and count != 0:
+            conn.execute(f"DELETE FROM messages WHERE session_id = ?{live}", (session_id,))
+        elif keep < count:
+            conn.execute(
+                f"DELETE FROM messages WHERE session_id = ?{live} AND id > (SELECT id FROM messages "
+                f"WHERE session_id = ?{live} ORDER BY id LIMIT 1 OFFSET ?)",
+                (session_id, session_id, keep - 1),
+            )
+        self._insert_messages(conn, session_id, rows)
+        conn.execute(
+            f"""UPDATE sessions SET
+                message_count = (SELECT COUNT(*) FROM messages WHERE session_id = ?{live}),
+                tool_call_count = (SELECT COALESCE(SUM(CASE
+                    WHEN tool_calls IS NULL THEN 0
+                    WHEN json_valid(tool_calls) AND json_type(tool_calls) = 'array' THEN json_array_length(tool_calls)
+                    ELSE 1 END), 0) FROM messages WHERE session_id = ?{live})
+                WHERE id = ?""",
+            (session_id, session_id, session_id),
+        )
+        conn.execute(
+            f"INSERT INTO {SYNC_TABLE} (session_id, transcript_count, transcript_hash, updated_at) VALUES (?, ?, ?, ?) "
+            "ON CONFLICT(session_id) DO UPDATE SET transcript_count = excluded.transcript_count, "
+            "transcript_hash = excluded.transcript_hash, updated_at = excluded.updated_at",
+            (session_id, keep + len(rows), final, time.time()),
+        )
+        return True
+
+    def _messages_have_active(self, conn: sqlite3.Connection) -> bool:
+        if self._active_column is None:
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+            self._active_column = "active" in columns
+        return self._active_column
+
+    def _insert_messages(self, conn: sqlite3.Connection, session_id: str, rows: Sequence[MessageRow]) -> None:
+        """Through SessionDB's own row encoder where it has one (0.18.2+)."""
+        if not rows:
+            return
+        insert_rows = getattr(self.db, "_insert_message_rows", None)
+        if callable(insert_rows):
+            insert_rows(conn, session_id, [row.as_message() for row in rows])
+            return
+        now = time.time()
+        conn.executemany(
+            "INSERT INTO messages (session_id, role, content, tool_call_id, tool_calls, tool_name, timestamp) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?)",
+            [
+                (
+                    session_id,
+                    r.role,
+                    r.content,
+                    r.tool_call_id,
+                    r.tool_calls,
+                    r.tool_name,
+                    r.timestamp or now + i * 1e-6,
+                )
+                for i, r in enumerate(rows)
+            ],
+        )
 
     def _write_title(self, conn: sqlite3.Connection, snap: UsageSnapshot, current: str | None) -> str | None:
         wanted = snap.title
@@ -363,15 +448,19 @@ class _Transaction:
         self.budget_s = budget_s
         self.done: list[UsageSnapshot] = []
         self.rejected: list[tuple[UsageSnapshot, str]] = []
+        self.resync: list[UsageSnapshot] = []
         self.held_s = 0.0
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        self.done, self.rejected = [], []
+        self.done, self.rejected, self.resync = [], [], []
         started = time.perf_counter()
         if not self.owner._sync_table_ready:
             conn.execute(_SYNC_TABLE_SQL)
         for snap in self.snapshots:
-            problem = self.owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
+            owner = self.owner
+            problem = owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
+            if snap.transcript is not None and not owner._write_transcript(conn, snap.session_id, snap.transcript):
+                self.resync.append(snap)
             self.done.append(snap)
             if problem:
                 self.rejected.append((snap, problem))

@@ -18,6 +18,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 from .profiles import is_valid_profile_name
+from .transcript import TranscriptDelta
 
 __all__ = [
     "UsageSnapshot",
@@ -83,6 +84,8 @@ class UsageSnapshot(NamedTuple):
     created_at: float | None = None
     billing_provider: str | None = None
     seq: int = 0
+    # Set only when transcript mirroring is on: the messages to add or replace.
+    transcript: TranscriptDelta | None = None
 
     @property
     def key(self) -> tuple[str | None, str]:

@@ -131,8 +131,7 @@ class Writer:
             old = self._pending.pop(key, None)
             if old is not None:
                 self._stats.incr("coalesced")
-                if old.seq > snapshot.seq:
-                    snapshot = old  # a newer read already queued: keep it
+                snapshot = combine(old, snapshot)
             self._pending[key] = snapshot
             while len(self._pending) > self.config.max_pending:
                 oldest = next(iter(self._pending))
@@ -349,6 +348,9 @@ class Writer:
         for snap in result.written:
             if snap.seq > self._written_seq.get(snap.key, 0):
                 self._written_seq[snap.key] = snap.seq
+        for snap in result.resync:
+            self._stats.incr("transcript_resyncs")
+            self._on_dropped(snap.key)  # the next save sends the whole transcript
         for snap, why in result.title_rejected:
             self._stats.skip("bad_value")
             self._log.warning("title", "webui-insights: title of chat %s not mirrored: %s", snap.session_id, why)
@@ -410,10 +412,7 @@ class Writer:
         with self._lock:
             for snap in snaps:
                 newer = self._pending.get(snap.key)
-                if newer is None:
-                    self._pending[snap.key] = snap
-                elif newer.seq < snap.seq:
-                    self._pending[snap.key] = snap
+                self._pending[snap.key] = snap if newer is None else combine(snap, newer)
             while len(self._pending) > self.config.max_pending:
                 oldest = next(iter(self._pending))
                 del self._pending[oldest]
@@ -452,6 +451,16 @@ class Writer:
     def _close_all_handles(self) -> None:
         for path in list(self._handles):
             self._close_handle(path)
+
+
+def combine(a: UsageSnapshot, b: UsageSnapshot) -> UsageSnapshot:
+    """One snapshot standing for both: the newer usage, both transcript deltas in order."""
+    older, newer = (a, b) if a.seq <= b.seq else (b, a)
+    if older.transcript is None:
+        return newer
+    if newer.transcript is None:
+        return newer._replace(transcript=older.transcript)
+    return newer._replace(transcript=older.transcript.then(newer.transcript))
 
 
 def _shutdown_at_exit(ref: weakref.ReferenceType[Writer]) -> None:
