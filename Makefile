@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,12 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m benchmarks
+
+# The fault-injection suite with many more generated inputs, then its table
+# (exit 1 unless every scenario is 0 host errors / 0 lost after recovery).
+reliability: $(STAMP)
+	WEBUI_INSIGHTS_HYPOTHESIS_EXAMPLES=2000 $(PY) -m pytest -q tests/reliability
+	$(PY) tests/reliability/report.py --full
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis

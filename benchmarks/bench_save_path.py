@@ -282,8 +282,52 @@ def bench_burst(saves: int = 1000, chats: int = 50) -> list[Row]:
     ]
 
 
+def bench_transcript_turn(history: int = 5000, turns: int = 9) -> list[Row]:
+    """One new turn on a long chat with transcript mirroring on."""
+    home = _home()
+    installer._reset_for_tests()
+    installer.install(
+        target="webui_insights.demo_host:DemoSession.save",
+        enabled=True,
+        transcripts=True,
+        writer_config=WriterConfig(debounce_s=0.0),
+    )
+    chat = DemoSession(home / "webui", title="Long chat")
+    for n in range(history // 2):
+        chat.messages.append({"role": "user", "content": f"question {n} about topic {n % 17}"})
+        chat.messages.append({"role": "assistant", "content": f"answer {n} " + "words " * 20})
+    chat.input_tokens = 1
+    started = time.perf_counter()
+    chat.save()
+    installer.flush(60)
+    first = time.perf_counter() - started
+    plain_save = _unwrapped(DemoSession)
+    save_times, plain_times, land_times, transactions = [], [], [], []
+    for n in range(turns):
+        chat.add_turn(f"new question {n}", f"new answer {n}", input_tokens=10, output_tokens=2)
+        before = installer.stats()["transactions"]
+        started = time.perf_counter()
+        plain_save(chat)
+        plain_times.append(time.perf_counter() - started)
+        started = time.perf_counter()
+        chat.save()
+        save_times.append(time.perf_counter() - started)
+        installer.flush(10)
+        land_times.append(time.perf_counter() - started)
+        transactions.append(installer.stats()["transactions"] - before)
+    installer._reset_for_tests()
+    added = statistics.median(save_times) - statistics.median(plain_times)
+    return [
+        Row(f"transcripts: first mirror of a {history}-message chat (save + flush)", f"{first * 1e3:.0f} ms", "", None),
+        Row("  one new turn: added to the save, median", f"{added * 1e3:.3f} ms", "", None),
+        Row("  one new turn: save to landed in state.db, median", f"{statistics.median(land_times) * 1e3:.1f} ms", "", None),
+        Row("  one new turn: write transactions", f"{max(transactions)}", "1", max(transactions) == 1),
+    ]
+
+
 def run() -> list[Row]:
     rows, _ = bench_added_cost()
     rows += bench_burst()
+    rows += bench_transcript_turn()
     rows += bench_locked_database()
     return rows

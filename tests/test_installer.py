@@ -228,3 +228,31 @@ def test_custom_adapter_and_stats_shape(hermes_home: Path, webui_dir: Path, fast
 def test_flush_without_install_returns_true_and_never_raises() -> None:
     assert webui_insights.flush(0.01) is True
     assert webui_insights.stats()["installed"] is False
+
+
+def test_reconcile_sweep_starts_with_the_writer_and_repairs_a_lost_update(
+    hermes_home: Path, webui_dir: Path, fast_writer
+) -> None:
+    installer.install(target=TARGET, enabled=True, writer_config=fast_writer, reconcile_interval=3600)
+    sweep = installer._state.sweep
+    assert sweep is not None and not sweep.running  # nothing saved yet: no threads
+    chat = make_session(webui_dir)
+    chat.add_turn("q", "a", input_tokens=5, output_tokens=1)
+    chat.save()
+    assert webui_insights.flush(5)
+    assert sweep.running
+    # An update the writer never saw (say, lost to a kill -9): the file is ahead.
+    chat.add_turn("q", "a", input_tokens=5, output_tokens=1)
+    vars(DemoSession)["save"].__wrapped__(chat)
+    assert read_row(hermes_home / "state.db", chat.session_id)["input_tokens"] == 5  # type: ignore[index]
+    result = sweep.run_once()
+    assert result is not None and result.written == 1
+    assert read_row(hermes_home / "state.db", chat.session_id)["input_tokens"] == 10  # type: ignore[index]
+    assert webui_insights.stats()["reconciled"] == 1
+    installer.uninstall()
+    assert installer._state.sweep is None and not sweep.running
+
+
+def test_no_reconcile_sweep_for_a_custom_adapter_unless_asked(hermes_home: Path) -> None:
+    installer.install(target=TARGET, enabled=True, adapter=lambda s: None)
+    assert installer._state.sweep is None

@@ -27,6 +27,7 @@ busy state.db only delays a write. ``flush()`` waits for pending writes,
 
 from __future__ import annotations
 
+from .decorator import mirror_usage
 from .installer import DEFAULT_TARGET, TargetNotFound, capture, flush, install, is_installed, stats, uninstall
 from .snapshot import InvalidSnapshot, UsageSnapshot, WebUISessionAdapter
 from .writer import WriterConfig
@@ -37,6 +38,7 @@ __all__ = [
     "flush",
     "stats",
     "capture",
+    "mirror_usage",
     "is_installed",
     "UsageSnapshot",
     "InvalidSnapshot",

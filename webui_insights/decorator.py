@@ -176,4 +176,3 @@ def _mark_coroutine(obj: Any) -> None:
         marker(obj)
     except (AttributeError, TypeError):
         pass
-

@@ -143,6 +143,7 @@ class Stats:
             "failures",
             "internal_errors",
             "transcript_resyncs",
+            "reconciled",
         )
         result: dict[str, Any] = {name: self.get(name) for name in names}
         result["skipped"] = self._by_prefix("skipped.", SKIP_REASONS)

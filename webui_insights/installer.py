@@ -24,6 +24,7 @@ from typing import Any
 import wrapt
 
 from .diagnostics import RateLimitedLog, Stats, logger, report_internal_error
+from .reconcile import DEFAULT_INTERVAL_S, ReconcileSweep
 from .settings import ENV_TRANSCRIPTS, TRANSCRIPTS_SETTING_KEY, Explicit, Switch
 from .snapshot import (
     InvalidSnapshot,
@@ -82,6 +83,7 @@ class _Installation:
     # (profile, session_id) -> fingerprint of the last snapshot queued.
     gate: dict[tuple[Any, Any], tuple[Any, ...]] = field(default_factory=dict)
     writer: Writer | None = None
+    sweep: ReconcileSweep | None = None
 
     def __post_init__(self) -> None:
         # Counters bumped on every save, fetched once (see Stats.counter).
@@ -94,9 +96,23 @@ class _Installation:
         if writer is None:
             with self.lock:
                 if self.writer is None:
-                    self.writer = Writer(self.stats, self.log, on_dropped=self.forget)
+                    self.writer = self.new_writer(None)
                 writer = self.writer
         return writer
+
+    def new_writer(self, config: WriterConfig | None) -> Writer:
+        return Writer(self.stats, self.log, config, on_dropped=self.forget, on_start=self.start_sweep)
+
+    def start_sweep(self) -> None:
+        """Runs in the writer thread as it starts (so also in a forked child)."""
+        sweep = self.sweep
+        if sweep is not None:
+            sweep.start()
+
+    def stop_sweep(self) -> None:
+        sweep, self.sweep = self.sweep, None
+        if sweep is not None:
+            sweep.stop(timeout=1.0)
 
     def forget(self, key: tuple[Any, Any]) -> None:
         """The writer gave up on ``key``: let its next save through the gate.
@@ -245,6 +261,7 @@ def install(
     strict: bool = False,
     settings_ttl: float = 1.0,
     writer_config: WriterConfig | None = None,
+    reconcile_interval: float | None = None,
 ) -> bool:
     """Wrap ``target``'s save so each successful save mirrors its usage.
 
@@ -252,6 +269,13 @@ def install(
     setting ``sync_transcripts_to_state_db``; off by default) also copies the
     chat's messages, content included, into state.db so the agent's session
     search finds them; it only acts while mirroring itself is on.
+
+    ``reconcile_interval`` (seconds; 0 = off) paces a low-priority sweep that
+    re-mirrors WebUI session files whose totals are ahead of state.db, so an
+    update lost to a crash or a full queue is only late. It runs in its own
+    thread, started with the writer, first pass 30 s later; by default every
+    15 minutes with the WebUI adapter, off with a custom one (it reads the
+    WebUI's session files).
 
     Works whether the target module is imported before or after this call.
     A second call while installed logs a warning and changes nothing
@@ -274,8 +298,13 @@ def install(
         )
         state.gate.clear()
         state.tracker = TranscriptTracker()
+        if reconcile_interval is None:
+            reconcile_interval = DEFAULT_INTERVAL_S if adapter is None else 0.0
+        state.stop_sweep()
+        if reconcile_interval > 0:
+            state.sweep = ReconcileSweep(reconcile_interval, enabled=state.switch.enabled, stats=state.stats, log=state.log)
         if writer_config is not None or state.writer is None:
-            state.writer = Writer(state.stats, state.log, writer_config, on_dropped=state.forget)
+            state.writer = state.new_writer(writer_config)
         else:
             state.writer.restart()
 
@@ -306,6 +335,7 @@ def uninstall() -> bool:
     Pending updates stay queued and are still written; ``flush()`` waits for them.
     """
     state = _state
+    state.stop_sweep()
     with state.lock:
         patch, state.patch = state.patch, None
         state.target = None

@@ -56,6 +56,9 @@ _SYNC_TABLE_SQL = f"""CREATE TABLE IF NOT EXISTS {SYNC_TABLE} (
     updated_at REAL
 )"""
 _LINEAGE_RE = re.compile(r"^(.*) #(\d+)$")
+# Messages inserted between two looks at the transaction's time budget
+# (hermes' full-text triggers make each insert cost ~0.15 ms here).
+_MESSAGE_CHUNK = 50
 _FALLBACK_MAX_TITLE = 100
 
 
@@ -246,6 +249,8 @@ class StateDB:
             result.title_rejected.extend(batch.rejected)
             result.resync.extend(batch.resync)
             remaining = remaining[len(batch.done) :]
+            if batch.carry is not None:
+                remaining.insert(0, batch.carry)
         return result
 
     def _write_row(
@@ -253,23 +258,45 @@ class StateDB:
     ) -> str | None:
         """Upsert one chat's row; returns why its title was refused, if it was."""
         row = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()
+        set_count = message_count and snap.transcript is None  # with transcripts, the messages count
         if row is None:
+            # A new chat: one INSERT carries everything the UPDATEs below would set.
             conn.execute(
-                "INSERT INTO sessions (id, source, model, billing_provider, started_at) VALUES (?, ?, ?, ?, ?)",
-                (snap.session_id, SOURCE, snap.model, snap.billing_provider, snap.created_at or time.time()),
+                _INSERT_SQL,
+                (
+                    snap.session_id,
+                    SOURCE,
+                    snap.model,
+                    snap.billing_provider,
+                    snap.created_at or time.time(),
+                    snap.input_tokens,
+                    snap.output_tokens,
+                    snap.cache_read_tokens,
+                    snap.cache_write_tokens,
+                    snap.reasoning_tokens,
+                    snap.estimated_cost_usd,
+                    snap.api_call_count or 0,
+                    snap.message_count if set_count else 0,
+                ),
             )
-            current_title = None
-        else:
-            current_title = row[0]
+            return self._write_title(conn, snap, None)
         conn.execute(_EXACT_USAGE_SQL if exact else _FORWARD_USAGE_SQL, _usage_params(snap))
-        if message_count and snap.transcript is None:  # with transcripts, the messages count
+        if set_count:
             conn.execute("UPDATE sessions SET message_count = ? WHERE id = ?", (snap.message_count, snap.session_id))
-        return self._write_title(conn, snap, current_title)
+        return self._write_title(conn, snap, row[0])
 
-    def _write_transcript(self, conn: sqlite3.Connection, session_id: str, delta: TranscriptDelta) -> bool:
-        """Apply ``delta`` to the chat's live messages; False if it does not fit state.db."""
+    def _write_transcript(
+        self, conn: sqlite3.Connection, session_id: str, delta: TranscriptDelta, deadline: float
+    ) -> tuple[bool, TranscriptDelta | None]:
+        """Apply ``delta`` to the chat's live messages.
+
+        Returns (fits, rest): ``fits`` is False when the delta does not start
+        from what state.db holds; ``rest`` is what did not fit before
+        ``deadline`` (a long transcript goes in over several short
+        transactions, each leaving state.db consistent with its memory).
+        """
         if delta.is_noop:
-            return True
+            return True, None
         memory = conn.execute(
             f"SELECT transcript_count, transcript_hash FROM {SYNC_TABLE} WHERE session_id = ?", (session_id,)
         ).fetchone()
@@ -277,13 +304,14 @@ class StateDB:
         if delta.full:
             links = chain(delta.rows)
             keep = count if 0 < count <= len(links) and links[count - 1] == fingerprint else 0
-            rows, final = delta.rows[keep:], (links[-1] if links else EMPTY_CHAIN)
+            rows = delta.rows[keep:]
+            base = links[keep - 1] if keep else EMPTY_CHAIN
             if keep == 0:
                 count = -1  # unknown: remove every live message before inserting
         else:
             if (count, fingerprint) != (delta.prev_count, delta.prev_chain):
-                return False
-            keep, rows, final = delta.keep, delta.rows, delta.final_chain()
+                return False, None
+            keep, rows, base = delta.keep, delta.rows, delta.base_chain
         live = " AND active = 1" if self._messages_have_active(conn) else ""
         if keep == 0 and count != 0:
             conn.execute(f"DELETE FROM messages WHERE session_id = ?{live}", (session_id,))
@@ -293,7 +321,16 @@ class StateDB:
                 f"WHERE session_id = ?{live} ORDER BY id LIMIT 1 OFFSET ?)",
                 (session_id, session_id, keep - 1),
             )
-        self._insert_messages(conn, session_id, rows)
+        done = 0
+        while done < len(rows):
+            piece = rows[done : done + _MESSAGE_CHUNK]
+            self._insert_messages(conn, session_id, piece)
+            done += len(piece)
+            if time.perf_counter() >= deadline:
+                break
+        inserted = rows[:done]
+        links = chain(inserted, base)
+        final = links[-1] if links else base
         conn.execute(
             f"""UPDATE sessions SET
                 message_count = (SELECT COUNT(*) FROM messages WHERE session_id = ?{live}),
@@ -304,13 +341,16 @@ class StateDB:
                 WHERE id = ?""",
             (session_id, session_id, session_id),
         )
+        mirrored = keep + done
         conn.execute(
             f"INSERT INTO {SYNC_TABLE} (session_id, transcript_count, transcript_hash, updated_at) VALUES (?, ?, ?, ?) "
             "ON CONFLICT(session_id) DO UPDATE SET transcript_count = excluded.transcript_count, "
             "transcript_hash = excluded.transcript_hash, updated_at = excluded.updated_at",
-            (session_id, keep + len(rows), final, time.time()),
+            (session_id, mirrored, final, time.time()),
         )
-        return True
+        if done == len(rows):
+            return True, None
+        return True, TranscriptDelta(mirrored, tuple(rows[done:]), mirrored, final, final)
 
     def _messages_have_active(self, conn: sqlite3.Connection) -> bool:
         if self._active_column is None:
@@ -387,19 +427,18 @@ class StateDB:
         return cleaned or None
 
     def _free_title(self, conn: sqlite3.Connection, base: str, session_id: str) -> str | None:
-        """``base`` if no other session holds it, else the next "base #N"."""
-        escaped = base.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-        taken = [
-            r[0]
-            for r in conn.execute(
-                "SELECT title FROM sessions WHERE (title = ? OR title LIKE ? ESCAPE '\\') AND id != ?",
-                (base, escaped + " #%", session_id),
-            )
-        ]
-        if base not in taken:
+        """``base`` if no other session holds it, else the next "base #N".
+
+        Both look-ups are ranges on the title index ("#" sorts just before
+        "$"), so this stays cheap however many sessions state.db has.
+        """
+        if conn.execute("SELECT 1 FROM sessions WHERE title = ? AND id != ?", (base, session_id)).fetchone() is None:
             return base
         highest = 1
-        for other in taken:
+        for (other,) in conn.execute(
+            "SELECT title FROM sessions WHERE title >= ? AND title < ? AND id != ?",
+            (base + " #", base + " $", session_id),
+        ):
             match = _LINEAGE_RE.match(other)
             if match and match.group(1) == base:
                 highest = max(highest, int(match.group(2)))
@@ -419,7 +458,8 @@ class StateDB:
                     db.set_session_title(snap.session_id, snap.title)
                     result.transactions += 1
                 except ValueError as exc:
-                    result.title_rejected.append((snap, str(exc)))
+                    # hermes' message quotes the title; ours must not (no chat text in logs).
+                    result.title_rejected.append((snap, f"refused by SessionDB.set_session_title ({type(exc).__name__})"))
             result.max_lock_hold_s = max(result.max_lock_hold_s, time.perf_counter() - started)
             result.written.append(snap)
 
@@ -449,25 +489,37 @@ class _Transaction:
         self.done: list[UsageSnapshot] = []
         self.rejected: list[tuple[UsageSnapshot, str]] = []
         self.resync: list[UsageSnapshot] = []
+        self.carry: UsageSnapshot | None = None
         self.held_s = 0.0
 
     def __call__(self, conn: sqlite3.Connection) -> None:
-        self.done, self.rejected, self.resync = [], [], []
+        self.done, self.rejected, self.resync, self.carry = [], [], [], None
         started = time.perf_counter()
+        deadline = started + self.budget_s
         if not self.owner._sync_table_ready:
             conn.execute(_SYNC_TABLE_SQL)
         for snap in self.snapshots:
             owner = self.owner
             problem = owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
-            if snap.transcript is not None and not owner._write_transcript(conn, snap.session_id, snap.transcript):
-                self.resync.append(snap)
+            if snap.transcript is not None:
+                fits, rest = owner._write_transcript(conn, snap.session_id, snap.transcript, deadline)
+                if not fits:
+                    self.resync.append(snap)
+                elif rest is not None:
+                    self.carry = snap._replace(transcript=rest)  # the next transaction goes on
             self.done.append(snap)
             if problem:
                 self.rejected.append((snap, problem))
-            if time.perf_counter() - started >= self.budget_s:
+            if self.carry is not None or time.perf_counter() >= deadline:
                 break
         self.held_s = time.perf_counter() - started
 
+
+_INSERT_SQL = """INSERT INTO sessions (
+    id, source, model, billing_provider, started_at, input_tokens, output_tokens,
+    cache_read_tokens, cache_write_tokens, reasoning_tokens, estimated_cost_usd,
+    api_call_count, message_count
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
 
 # Totals move forward only: MAX() so that a late, older snapshot (another
 # process, a backfill racing the live writer) can never lower them.

@@ -86,6 +86,7 @@ class Writer:
         resolve: Callable[[str | None], Path] = state_db_path,
         on_dropped: Callable[[Key], None] | None = None,
         open_db: Callable[[Path], StateDB] | None = None,
+        on_start: Callable[[], None] | None = None,
     ) -> None:
         self.config = config or WriterConfig()
         self._stats = stats
@@ -93,6 +94,7 @@ class Writer:
         self._resolve = resolve
         self._on_dropped = on_dropped or (lambda key: None)
         self._open_db = open_db or (lambda path: StateDB(path, write_retries=1))
+        self._on_start = on_start
         self._init_runtime_state()
         self._closed = False
         self._fork_hook_registered = False
@@ -253,6 +255,11 @@ class Writer:
             hermes_state()
         except HermesStateUnavailable:
             pass
+        if self._on_start is not None:
+            try:
+                self._on_start()
+            except Exception as exc:
+                report_internal_error(self._stats, self._log, "writer start hook", exc)
         while not (self._stop.is_set() and not self.pending_count()):
             try:
                 self._wake.wait(self._next_wakeup())
