@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import inspect
 import os
-import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -55,7 +54,6 @@ _SYNC_TABLE_SQL = f"""CREATE TABLE IF NOT EXISTS {SYNC_TABLE} (
     transcript_hash TEXT,
     updated_at REAL
 )"""
-_LINEAGE_RE = re.compile(r"^(.*) #(\d+)$")
 # Messages inserted between two looks at the transaction's time budget
 # (hermes' full-text triggers make each insert cost ~0.15 ms here).
 _MESSAGE_CHUNK = 50
@@ -205,6 +203,10 @@ class StateDB:
         self.capabilities = Capabilities.detect(self.db)
         self._sync_table_ready = False
         self._active_column: bool | None = None
+        self._clean_titles: dict[str, str | None] = {}
+        # Per transaction: title memory rows to write, last lineage number per base.
+        self._memory: list[tuple[str, str, str, float]] = []
+        self._lineage: dict[str, int] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -257,33 +259,60 @@ class StateDB:
         self, conn: sqlite3.Connection, snap: UsageSnapshot, *, exact: bool, message_count: bool
     ) -> str | None:
         """Upsert one chat's row; returns why its title was refused, if it was."""
-        row = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()
         set_count = message_count and snap.transcript is None  # with transcripts, the messages count
-        if row is None:
-            # A new chat: one INSERT carries everything the UPDATEs below would set.
-            conn.execute(
-                _INSERT_SQL,
-                (
-                    snap.session_id,
-                    SOURCE,
-                    snap.model,
-                    snap.billing_provider,
-                    snap.created_at or time.time(),
-                    snap.input_tokens,
-                    snap.output_tokens,
-                    snap.cache_read_tokens,
-                    snap.cache_write_tokens,
-                    snap.reasoning_tokens,
-                    snap.estimated_cost_usd,
-                    snap.api_call_count or 0,
-                    snap.message_count if set_count else 0,
-                ),
-            )
-            return self._write_title(conn, snap, None)
+        clean, problem = self._wanted_title(snap)
+        title = self._insert_if_new(conn, snap, clean, set_count)
+        if title is not _EXISTS:
+            if clean and title is None:  # another chat holds it: the next lineage title
+                title = self._free_title(conn, clean, snap.session_id, taken=True)
+                if title is None:
+                    return f"no free lineage title for a {len(clean)}-character title"
+                try:
+                    conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, snap.session_id))
+                except sqlite3.IntegrityError as exc:
+                    return f"title refused by state.db: {exc}"
+            if clean:
+                self._remember_title(conn, snap.session_id, clean, str(title))
+            return problem
+        row = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()
         conn.execute(_EXACT_USAGE_SQL if exact else _FORWARD_USAGE_SQL, _usage_params(snap))
         if set_count:
             conn.execute("UPDATE sessions SET message_count = ? WHERE id = ?", (snap.message_count, snap.session_id))
         return self._write_title(conn, snap, row[0])
+
+    def _insert_if_new(
+        self, conn: sqlite3.Connection, snap: UsageSnapshot, title: str | None, set_count: bool
+    ) -> str | None | object:
+        """Insert a new chat with everything at once: its title (None if taken), or _EXISTS.
+
+        The title goes in only when no other chat holds it; the INSERT does
+        nothing when the chat is already there.
+        """
+        params = (
+            snap.session_id,
+            SOURCE,
+            snap.model,
+            snap.billing_provider,
+            snap.created_at or time.time(),
+            snap.input_tokens,
+            snap.output_tokens,
+            snap.cache_read_tokens,
+            snap.cache_write_tokens,
+            snap.reasoning_tokens,
+            snap.estimated_cost_usd,
+            snap.api_call_count or 0,
+            snap.message_count if set_count else 0,
+            title,
+            title,
+        )
+        if _RETURNING:
+            row = conn.execute(_INSERT_SQL + " RETURNING title", params).fetchone()
+            return _EXISTS if row is None else row[0]
+        if conn.execute("SELECT 1 FROM sessions WHERE id = ?", (snap.session_id,)).fetchone():
+            return _EXISTS
+        conn.execute(_INSERT_SQL, params)
+        stored: str | None = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()[0]
+        return stored
 
     def _write_transcript(
         self, conn: sqlite3.Connection, session_id: str, delta: TranscriptDelta, deadline: float
@@ -384,16 +413,21 @@ class StateDB:
             ],
         )
 
-    def _write_title(self, conn: sqlite3.Connection, snap: UsageSnapshot, current: str | None) -> str | None:
+    def _wanted_title(self, snap: UsageSnapshot) -> tuple[str | None, str | None]:
+        """(the WebUI title as hermes would store it, or why it cannot be)."""
         wanted = snap.title
         if not wanted or wanted == DEFAULT_TITLE:
-            return None
+            return None, None
         try:
-            clean = self._sanitize(wanted)
+            return self._sanitize(wanted), None
         except ValueError as exc:
-            return str(exc)
+            return None, str(exc)
+
+    def _write_title(self, conn: sqlite3.Connection, snap: UsageSnapshot, current: str | None) -> str | None:
+        clean, problem = self._wanted_title(snap)
         if not clean:
-            return None
+            return problem
+        self._flush_memory(conn)
         memory = conn.execute(
             f"SELECT title_base, title_written FROM {SYNC_TABLE} WHERE session_id = ?", (snap.session_id,)
         ).fetchone()
@@ -409,41 +443,69 @@ class StateDB:
             conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, snap.session_id))
         except sqlite3.IntegrityError as exc:
             return f"title refused by state.db: {exc}"
-        conn.execute(
-            f"INSERT INTO {SYNC_TABLE} (session_id, title_base, title_written, updated_at) VALUES (?, ?, ?, ?) "
-            "ON CONFLICT(session_id) DO UPDATE SET title_base = excluded.title_base, "
-            "title_written = excluded.title_written, updated_at = excluded.updated_at",
-            (snap.session_id, clean, title, time.time()),
-        )
+        self._remember_title(conn, snap.session_id, clean, title)
         return None
 
+    def _remember_title(self, conn: sqlite3.Connection, session_id: str, base: str, written: str) -> None:
+        """What we wrote, so a later rename elsewhere can be told apart from ours.
+
+        Kept in a list and written with one executemany at the end of the
+        transaction (or before the memory is next read).
+        """
+        self._memory.append((session_id, base, written, time.time()))
+
+    def _flush_memory(self, conn: sqlite3.Connection) -> None:
+        if self._memory:
+            conn.executemany(
+                f"INSERT INTO {SYNC_TABLE} (session_id, title_base, title_written, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT(session_id) DO UPDATE SET title_base = excluded.title_base, "
+                "title_written = excluded.title_written, updated_at = excluded.updated_at",
+                self._memory,
+            )
+            self._memory.clear()
+
     def _sanitize(self, title: str) -> str | None:
+        known = self._clean_titles.get(title, _EXISTS)
+        if known is not _EXISTS:
+            return known  # type: ignore[return-value]
         if self.capabilities.sanitize_title:
             cleaned: str | None = type(self.db).sanitize_title(title)
+            if len(self._clean_titles) >= 4096:
+                self._clean_titles.clear()
+            self._clean_titles[title] = cleaned
             return cleaned
         cleaned = " ".join(title.split())
         if len(cleaned) > self.capabilities.max_title_length:
             raise ValueError(f"Title too long ({len(cleaned)} chars, max {self.capabilities.max_title_length})")
         return cleaned or None
 
-    def _free_title(self, conn: sqlite3.Connection, base: str, session_id: str) -> str | None:
+    def _free_title(self, conn: sqlite3.Connection, base: str, session_id: str, taken: bool = False) -> str | None:
         """``base`` if no other session holds it, else the next "base #N".
 
-        Both look-ups are ranges on the title index ("#" sorts just before
-        "$"), so this stays cheap however many sessions state.db has.
+        Both look-ups use the title index ("base #…" sorts between "base #"
+        and "base $"), and the highest N is found by SQLite, so this stays
+        cheap however many sessions and lineage titles state.db has.
         """
-        if conn.execute("SELECT 1 FROM sessions WHERE title = ? AND id != ?", (base, session_id)).fetchone() is None:
-            return base
-        highest = 1
-        for (other,) in conn.execute(
-            "SELECT title FROM sessions WHERE title >= ? AND title < ? AND id != ?",
-            (base + " #", base + " $", session_id),
+        if (
+            not taken
+            and not conn.execute("SELECT 1 FROM sessions WHERE title = ? AND id != ?", (base, session_id)).fetchone()
         ):
-            match = _LINEAGE_RE.match(other)
-            if match and match.group(1) == base:
-                highest = max(highest, int(match.group(2)))
-        title = f"{base} #{highest + 1}"
-        return title if len(title) <= self.capabilities.max_title_length else None
+            return base
+        prefix = base + " #"
+        start = len(prefix) + 1  # substr() counts characters from 1
+        (highest,) = conn.execute(
+            "SELECT MAX(CAST(substr(title, ?) AS INTEGER)) FROM sessions "
+            "WHERE title > ? AND title < ? AND id != ? AND substr(title, ?) NOT GLOB '*[^0-9]*'",
+            (start, prefix, base + " $", session_id, start),
+        ).fetchone()
+        return self._lineage_title(base, max(1, highest or 1) + 1)
+
+    def _lineage_title(self, base: str, number: int) -> str | None:
+        title = f"{base} #{number}"
+        if len(title) > self.capabilities.max_title_length:
+            return None
+        self._lineage[base] = number
+        return title
 
     def _write_with_public_methods(self, snapshots: Iterable[UsageSnapshot], result: WriteResult) -> None:
         """Degraded path for a SessionDB without ``_execute_write``."""
@@ -459,7 +521,9 @@ class StateDB:
                     result.transactions += 1
                 except ValueError as exc:
                     # hermes' message quotes the title; ours must not (no chat text in logs).
-                    result.title_rejected.append((snap, f"refused by SessionDB.set_session_title ({type(exc).__name__})"))
+                    result.title_rejected.append(
+                        (snap, f"refused by SessionDB.set_session_title ({type(exc).__name__})")
+                    )
             result.max_lock_hold_s = max(result.max_lock_hold_s, time.perf_counter() - started)
             result.written.append(snap)
 
@@ -496,6 +560,8 @@ class _Transaction:
         self.done, self.rejected, self.resync, self.carry = [], [], [], None
         started = time.perf_counter()
         deadline = started + self.budget_s
+        self.owner._memory.clear()
+        self.owner._lineage.clear()
         if not self.owner._sync_table_ready:
             conn.execute(_SYNC_TABLE_SQL)
         for snap in self.snapshots:
@@ -512,14 +578,21 @@ class _Transaction:
                 self.rejected.append((snap, problem))
             if self.carry is not None or time.perf_counter() >= deadline:
                 break
+        self.owner._flush_memory(conn)
         self.held_s = time.perf_counter() - started
 
 
 _INSERT_SQL = """INSERT INTO sessions (
     id, source, model, billing_provider, started_at, input_tokens, output_tokens,
     cache_read_tokens, cache_write_tokens, reasoning_tokens, estimated_cost_usd,
-    api_call_count, message_count
-) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"""
+    api_call_count, message_count, title
+) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?,
+    CASE WHEN NOT EXISTS (SELECT 1 FROM sessions WHERE title = ?) THEN ? END)
+ON CONFLICT(id) DO NOTHING"""
+# RETURNING (SQLite 3.35+) tells in the same statement whether the row was
+# new and which title it got; without it, a SELECT first says if it exists.
+_RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+_EXISTS = object()
 
 # Totals move forward only: MAX() so that a late, older snapshot (another
 # process, a backfill racing the live writer) can never lower them.
