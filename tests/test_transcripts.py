@@ -216,3 +216,48 @@ def test_deltas_combine_in_order() -> None:
     merged: TranscriptDelta = one.then(two)
     assert (merged.keep, [r.content for r in merged.rows]) == (2, ["x"])
     assert (merged.prev_count, merged.prev_chain) == (one.prev_count, one.prev_chain)
+
+
+def test_backfill_transcripts_makes_old_chats_searchable_and_verify_repairs_drift(
+    hermes_home: Path, webui_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from webui_insights.cli import main
+
+    chats = [DemoSession(webui_dir, title=f"Old chat {n}") for n in range(3)]
+    for n, chat in enumerate(chats):
+        chat.add_turn(f"tell me about quokkaland {n}", "a small island", input_tokens=10, output_tokens=2)
+        chat.save()  # not installed: these chats predate the mirror
+    assert main(["backfill", "--transcripts"]) == 0
+    db = hermes_home / "state.db"
+    assert [len(_messages(db, c.session_id)) for c in chats] == [2, 2, 2]
+    hermes = sink.hermes_state().SessionDB(db)
+    try:
+        assert {h["session_id"] for h in hermes.search_messages("quokkaland")} == {c.session_id for c in chats}
+    finally:
+        hermes.close()
+    capsys.readouterr()
+    assert main(["backfill", "--transcripts", "--json"]) == 0
+    assert '"written": 0' in capsys.readouterr().out  # idempotent
+    assert main(["verify", "--transcripts"]) == 0
+
+    conn = sqlite3.connect(db)
+    conn.execute(
+        "UPDATE messages SET content = 'tampered' WHERE session_id = ? AND role = 'user'", (chats[1].session_id,)
+    )
+    conn.commit()
+    conn.close()
+    assert main(["verify", "--transcripts"]) == 1
+    assert "transcript" in capsys.readouterr().out
+    assert main(["verify", "--transcripts", "--fix"]) == 0
+    assert [r[1] for r in _messages(db, chats[1].session_id)] == ["tell me about quokkaland 1", "a small island"]
+    assert main(["verify", "--transcripts"]) == 0
+
+
+def test_status_names_the_transcripts_switch(
+    hermes_home: Path, capsys: pytest.CaptureFixture[str], monkeypatch
+) -> None:
+    from webui_insights.cli import main
+
+    monkeypatch.setenv("WEBUI_INSIGHTS_TRANSCRIPTS", "1")
+    main(["status"])
+    assert re.search(r"transcripts\s+on \(env WEBUI_INSIGHTS_TRANSCRIPTS\)", capsys.readouterr().out)

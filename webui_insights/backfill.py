@@ -83,7 +83,7 @@ def plan(scan: Scan, report: BackfillReport) -> list[_Plan]:
     plans = []
     for path, snaps in groups.items():
         try:
-            stored = read_rows(path, (s.session_id for s in snaps))
+            stored = read_rows(path, (s.session_id for s in snaps), transcripts=any(s.transcript for s in snaps))
         except StateDBMissing:
             report.unreachable.append(
                 (str(path), f"no state.db there; {len(snaps)} chats not mirrored (run hermes once)")
@@ -97,7 +97,7 @@ def plan(scan: Scan, report: BackfillReport) -> list[_Plan]:
             row = stored.rows.get(snap.session_id)
             if row is None:
                 report.new += 1
-            elif compare(snap, row, stored.titles.get(snap.session_id)):
+            elif compare(snap, row, *stored.memory(snap.session_id)):
                 report.updated += 1
             else:
                 report.up_to_date += 1

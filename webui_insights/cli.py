@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_selection(backfill)
     backfill.add_argument("--dry-run", action="store_true", help="report what would be written, write nothing")
+    backfill.add_argument(
+        "--transcripts",
+        action="store_true",
+        help="also copy each chat's messages (their content) into state.db, so the agent's session search finds them",
+    )
     backfill.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     backfill.set_defaults(handler=_cmd_backfill)
 
@@ -103,6 +108,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_selection(verify)
     verify.add_argument("--fix", action="store_true", help="re-mirror the chats that differ, setting totals exactly")
+    verify.add_argument(
+        "--transcripts", action="store_true", help="also compare the mirrored messages (count and content fingerprint)"
+    )
     verify.set_defaults(handler=_cmd_verify)
 
     demo = sub.add_parser(
@@ -154,6 +162,9 @@ def _print_status(status: Any, out: TextIO) -> None:
     else:
         line("hermes-agent", f"NOT importable: {status.hermes_agent_error}")
     line("mirroring", f"{'on' if status.enabled else 'off'} ({status.enabled_source})")
+    line("transcripts", f"{'on' if status.transcripts else 'off'} ({status.transcripts_source})")
+    for note in status.degraded:
+        line("degraded", note)
     present = "" if status.sessions_dir_present else " (absent)"
     bad = f", {status.bad_session_files} unreadable" if status.bad_session_files else ""
     line("WebUI sessions", f"{status.sessions_dir}{present}: {status.session_files} files{bad}")
@@ -209,7 +220,9 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     from .sink import HermesStateUnavailable
     from .webui_files import scan_sessions
 
-    scan = scan_sessions(_sessions_dir(args), since=args.since, profile=_check_profile(args.profile))
+    scan = scan_sessions(
+        _sessions_dir(args), since=args.since, profile=_check_profile(args.profile), transcripts=args.transcripts
+    )
     progress = _ProgressBar(err)
     try:
         report = backfill(scan, dry_run=args.dry_run, progress=None if args.json else progress)
@@ -274,7 +287,9 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .verify import verify
     from .webui_files import scan_sessions
 
-    scan = scan_sessions(_sessions_dir(args), since=args.since, profile=_check_profile(args.profile))
+    scan = scan_sessions(
+        _sessions_dir(args), since=args.since, profile=_check_profile(args.profile), transcripts=args.transcripts
+    )
     report = verify(scan.snapshots, fix=args.fix)
     for name, reason in scan.bad:
         print(f"skipped {name}: {reason}", file=out)

@@ -302,7 +302,9 @@ def install(
             reconcile_interval = DEFAULT_INTERVAL_S if adapter is None else 0.0
         state.stop_sweep()
         if reconcile_interval > 0:
-            state.sweep = ReconcileSweep(reconcile_interval, enabled=state.switch.enabled, stats=state.stats, log=state.log)
+            state.sweep = ReconcileSweep(
+                reconcile_interval, enabled=state.switch.enabled, stats=state.stats, log=state.log
+            )
         if writer_config is not None or state.writer is None:
             state.writer = state.new_writer(writer_config)
         else:

@@ -130,23 +130,31 @@ class Capabilities:
 
     @classmethod
     def detect(cls, db: Any) -> Capabilities:
+        """What ``db`` (a SessionDB, or the SessionDB class itself) can do."""
+        kind = db if isinstance(db, type) else type(db)
         degraded: list[str] = []
-        execute_write = getattr(db, "_execute_write", None)
-        batched = callable(execute_write) and _takes_one_argument(execute_write)
+        execute_write = getattr(kind, "_execute_write", None)
+        batched = callable(execute_write) and _takes_one_argument(execute_write, method=True)
         if not batched:
             degraded.append("no SessionDB._execute_write: one transaction per call, started_at/message_count not set")
-        if not callable(getattr(db, "_insert_message_rows", None)):
+        if not callable(getattr(kind, "_insert_message_rows", None)):
             degraded.append("no SessionDB._insert_message_rows (< 0.18.2): transcript rows use a plain INSERT")
-        sanitize = callable(getattr(type(db), "sanitize_title", None))
+        sanitize = callable(getattr(kind, "sanitize_title", None))
         if not sanitize:
             degraded.append("no SessionDB.sanitize_title: titles written as given")
-        max_len = getattr(type(db), "MAX_TITLE_LENGTH", _FALLBACK_MAX_TITLE)
+        max_len = getattr(kind, "MAX_TITLE_LENGTH", _FALLBACK_MAX_TITLE)
         if not isinstance(max_len, int) or max_len <= 0:
             max_len = _FALLBACK_MAX_TITLE
         return cls(batched, sanitize, max_len, tuple(degraded))
 
+    @classmethod
+    def of_installed(cls) -> Capabilities:
+        """The installed hermes-agent's SessionDB, without opening a database."""
+        return cls.detect(hermes_state().SessionDB)
 
-def _takes_one_argument(fn: Any) -> bool:
+
+def _takes_one_argument(fn: Any, *, method: bool = False) -> bool:
+    """``fn(x)`` is a valid call (``method``: ``fn(self, x)`` on the class)."""
     try:
         params = [
             p
@@ -155,7 +163,7 @@ def _takes_one_argument(fn: Any) -> bool:
         ]
     except (TypeError, ValueError):
         return False
-    return len(params) == 1
+    return len(params) == (2 if method else 1)
 
 
 @dataclass(slots=True)
@@ -315,7 +323,7 @@ class StateDB:
         return stored
 
     def _write_transcript(
-        self, conn: sqlite3.Connection, session_id: str, delta: TranscriptDelta, deadline: float
+        self, conn: sqlite3.Connection, session_id: str, delta: TranscriptDelta, deadline: float, exact: bool = False
     ) -> tuple[bool, TranscriptDelta | None]:
         """Apply ``delta`` to the chat's live messages.
 
@@ -332,7 +340,8 @@ class StateDB:
         count, fingerprint = (memory[0] or 0, memory[1] or EMPTY_CHAIN) if memory else (0, EMPTY_CHAIN)
         if delta.full:
             links = chain(delta.rows)
-            keep = count if 0 < count <= len(links) and links[count - 1] == fingerprint else 0
+            matches = 0 < count <= len(links) and links[count - 1] == fingerprint
+            keep = count if matches and not exact else 0  # exact (a repair): rewrite it all
             rows = delta.rows[keep:]
             base = links[keep - 1] if keep else EMPTY_CHAIN
             if keep == 0:
@@ -568,7 +577,7 @@ class _Transaction:
             owner = self.owner
             problem = owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
             if snap.transcript is not None:
-                fits, rest = owner._write_transcript(conn, snap.session_id, snap.transcript, deadline)
+                fits, rest = owner._write_transcript(conn, snap.session_id, snap.transcript, deadline, self.exact)
                 if not fits:
                     self.resync.append(snap)
                 elif rest is not None:

@@ -22,7 +22,7 @@ from typing import Any
 
 from . import installer, sink
 from .profiles import DEFAULT_PROFILE, InvalidProfile, state_db_path
-from .settings import Switch
+from .settings import ENV_TRANSCRIPTS, TRANSCRIPTS_SETTING_KEY, Switch
 from .verify import count_webui_rows
 from .webui_files import default_sessions_dir, scan_sessions
 
@@ -47,6 +47,9 @@ class Status:
     hermes_agent_error: str | None
     enabled: bool
     enabled_source: str
+    transcripts: bool
+    transcripts_source: str
+    degraded: list[str]
     sessions_dir: str
     sessions_dir_present: bool
     session_files: int
@@ -94,14 +97,20 @@ def _profile_status(name: str, sessions: int) -> ProfileStatus:
 def collect_status(*, profile: str | None = None, sessions_dir: Path | None = None) -> Status:
     """Everything ``webui-insights status`` prints; ``profile`` limits it to one profile."""
     try:
-        sink.hermes_state()
+        degraded = list(sink.Capabilities.of_installed().degraded)
         hermes_ok, hermes_error = True, None
     except sink.HermesStateUnavailable as exc:
-        hermes_ok, hermes_error = False, str(exc)
+        hermes_ok, hermes_error, degraded = False, str(exc), []
     in_process = installer.is_installed()
     # Inside the host, ask the installed switch (it may be an install() argument).
     switch = installer._state.switch if in_process else Switch(None)
     enabled, source = switch.describe()
+    transcripts_switch = (
+        installer._state.transcripts
+        if in_process
+        else Switch(None, env_name=ENV_TRANSCRIPTS, setting_key=TRANSCRIPTS_SETTING_KEY)
+    )
+    transcripts, transcripts_source = transcripts_switch.describe()
 
     directory = Path(sessions_dir) if sessions_dir is not None else default_sessions_dir()
     scan = scan_sessions(directory)
@@ -113,6 +122,9 @@ def collect_status(*, profile: str | None = None, sessions_dir: Path | None = No
         hermes_agent_error=hermes_error,
         enabled=enabled,
         enabled_source=source,
+        transcripts=transcripts,
+        transcripts_source=transcripts_source,
+        degraded=degraded,
         sessions_dir=str(directory),
         sessions_dir_present=directory.is_dir(),
         session_files=scan.files,

@@ -15,7 +15,7 @@ import json
 import operator
 import re
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
 __all__ = ["MessageRow", "TranscriptDelta", "TranscriptTracker", "to_row", "chain", "MAX_MESSAGE_CHARS"]
@@ -152,6 +152,18 @@ def chain(rows: Sequence[MessageRow], start: str = EMPTY_CHAIN) -> list[str]:
         current = digest.hexdigest()
         links.append(current)
     return links
+
+
+def content_fingerprint(messages: Iterable[tuple[str, str | None]]) -> str:
+    """Fingerprint of (role, content) pairs: what ``verify`` compares.
+
+    Computed the same way from the WebUI's messages and from state.db's rows,
+    so it checks what is actually stored, not what we remember writing.
+    """
+    digest = hashlib.blake2b(digest_size=16)
+    for role, content in messages:
+        digest.update(repr((role, content)).encode("utf-8", "surrogatepass"))
+    return digest.hexdigest()
 
 
 class _Seen(NamedTuple):

@@ -25,6 +25,7 @@ from typing import Any
 from .profiles import InvalidProfile, state_db_path
 from .sink import SYNC_TABLE, StateDBMissing
 from .snapshot import DEFAULT_TITLE, UsageSnapshot
+from .transcript import content_fingerprint
 
 __all__ = [
     "Drift",
@@ -69,6 +70,11 @@ class StoredRows:
     rows: dict[str, dict[str, Any]] = field(default_factory=dict)
     # session_id -> (title_base, title_written): what the mirror last wrote.
     titles: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    # session_id -> (live messages, content_fingerprint of them): read only when asked.
+    transcripts: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def memory(self, session_id: str) -> tuple[tuple[str | None, str | None] | None, tuple[int, str] | None]:
+        return self.titles.get(session_id), self.transcripts.get(session_id)
 
 
 def _read_only(path: Path) -> sqlite3.Connection:
@@ -79,8 +85,10 @@ def _read_only(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def read_rows(path: Path, session_ids: Iterable[str]) -> StoredRows:
+def read_rows(path: Path, session_ids: Iterable[str], *, transcripts: bool = False) -> StoredRows:
     """Rows for ``session_ids`` from the state.db at ``path`` (missing ones absent).
+
+    ``transcripts`` also reads their live messages, for a content check.
 
     Raises StateDBMissing when there is no state.db, sqlite3.Error when it
     cannot be read.
@@ -102,9 +110,25 @@ def read_rows(path: Path, session_ids: Iterable[str]) -> StoredRows:
             memory = []  # nothing mirrored yet: the table does not exist
         wanted = stored.rows.keys()
         stored.titles = {r[0]: (r[1], r[2]) for r in memory if r[0] in wanted}
+        if transcripts:
+            stored.transcripts = _read_transcripts(conn, list(wanted))
     finally:
         conn.close()
     return stored
+
+
+def _read_transcripts(conn: sqlite3.Connection, ids: list[str]) -> dict[str, tuple[int, str]]:
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(messages)")}
+    live = " AND active = 1" if "active" in columns else ""
+    found: dict[str, list[tuple[str, str | None]]] = defaultdict(list)
+    for start in range(0, len(ids), _IN_CHUNK):
+        chunk = ids[start : start + _IN_CHUNK]
+        marks = ",".join("?" * len(chunk))
+        for session_id, role, content in conn.execute(
+            f"SELECT session_id, role, content FROM messages WHERE session_id IN ({marks}){live} ORDER BY id", chunk
+        ):
+            found[session_id].append((role, content))
+    return {sid: (len(found[sid]), content_fingerprint(found[sid])) for sid in ids}
 
 
 def count_webui_rows(path: Path) -> int:
@@ -141,9 +165,16 @@ def _title_drift(snap: UsageSnapshot, row: dict[str, Any], memory: tuple[str | N
 
 
 def compare(
-    snap: UsageSnapshot, row: dict[str, Any] | None, memory: tuple[str | None, str | None] | None = None
+    snap: UsageSnapshot,
+    row: dict[str, Any] | None,
+    memory: tuple[str | None, str | None] | None = None,
+    transcript: tuple[int, str] | None = None,
 ) -> list[Drift]:
-    """Every field where state.db does not say what the WebUI says ([] when in sync)."""
+    """Every field where state.db does not say what the WebUI says ([] when in sync).
+
+    When ``snap`` carries its transcript and ``transcript`` says what
+    state.db holds (count, content fingerprint), the messages are compared too.
+    """
     if row is None:
         return [Drift("row", "present", "missing")]
     drift = []
@@ -158,6 +189,11 @@ def compare(
         drift.append(Drift("estimated_cost_usd", snap.estimated_cost_usd, row.get("estimated_cost_usd")))
     if _title_drift(snap, row, memory):
         drift.append(Drift("title", snap.title, row.get("title")))
+    if snap.transcript is not None and transcript is not None:
+        rows = snap.transcript.rows
+        if (len(rows), content_fingerprint((r.role, r.content) for r in rows)) != transcript:
+            what = "content differs" if len(rows) == transcript[0] else f"{transcript[0]} messages"
+            drift.append(Drift("transcript", f"{len(rows)} messages", what))
     return drift
 
 
@@ -231,17 +267,18 @@ def verify(
     still wrong (e.g. a title state.db refused).
     """
     report = VerifyReport()
+    with_transcripts = any(s.transcript is not None for s in snapshots)
     groups, refused = group_by_state_db(snapshots)
     report.unreachable.extend(refused)
     for path, snaps in groups.items():
         try:
-            stored = read_rows(path, (s.session_id for s in snaps))
+            stored = read_rows(path, (s.session_id for s in snaps), transcripts=with_transcripts)
         except (StateDBMissing, sqlite3.Error) as exc:
             report.unreachable.append((str(path), f"{exc} ({len(snaps)} chats not checked)"))
             continue
         report.checked += len(snaps)
         drifted = [
-            (s, d) for s in snaps if (d := compare(s, stored.rows.get(s.session_id), stored.titles.get(s.session_id)))
+            (s, d) for s in snaps if (d := compare(s, stored.rows.get(s.session_id), *stored.memory(s.session_id)))
         ]
         if fix and drifted:
             drifted = _fix(path, drifted, report, open_db)
@@ -268,7 +305,7 @@ def _fix(
     except Exception as exc:  # locked for good, read-only, hermes-agent gone: say so, keep the drift
         report.fix_errors.append((str(path), f"{type(exc).__name__}: {exc}"))
         return drifted
-    stored = read_rows(path, (s.session_id for s in snaps))
-    still = [(s, d) for s in snaps if (d := compare(s, stored.rows.get(s.session_id), stored.titles.get(s.session_id)))]
+    stored = read_rows(path, (s.session_id for s in snaps), transcripts=any(s.transcript for s in snaps))
+    still = [(s, d) for s in snaps if (d := compare(s, stored.rows.get(s.session_id), *stored.memory(s.session_id)))]
     report.fixed += len(snaps) - len(still)
     return still

@@ -22,6 +22,7 @@ from typing import Any
 
 from .settings import webui_state_dir
 from .snapshot import InvalidSnapshot, UsageSnapshot, build_snapshot
+from .transcript import TranscriptDelta, to_row
 
 __all__ = [
     "BadSessionFile",
@@ -72,7 +73,7 @@ def _message_count(name: str, messages: Any) -> int:
     return len(messages)
 
 
-def snapshot_from_dict(name: str, data: Any, *, mtime: float | None = None) -> UsageSnapshot:
+def snapshot_from_dict(name: str, data: Any, *, mtime: float | None = None, transcripts: bool = False) -> UsageSnapshot:
     """Validate one decoded session file; raises BadSessionFile with a content-free reason."""
     if type(data) is not dict:
         raise BadSessionFile(name, f"top level is {type(data).__name__}, not an object")
@@ -86,7 +87,7 @@ def snapshot_from_dict(name: str, data: Any, *, mtime: float | None = None) -> U
         # Some old files lack created_at; the last save is the closest we know.
         created_at = data.get("updated_at", mtime)
     try:
-        return build_snapshot(
+        snapshot = build_snapshot(
             session_id,
             profile=data.get("profile"),
             model=data.get("model"),
@@ -104,9 +105,14 @@ def snapshot_from_dict(name: str, data: Any, *, mtime: float | None = None) -> U
         )
     except InvalidSnapshot as exc:
         raise BadSessionFile(name, str(exc)) from None
+    if transcripts:
+        # The whole transcript: the sink keeps what already matches state.db.
+        rows = tuple(to_row(message) for message in data.get("messages") or ())
+        snapshot = snapshot._replace(transcript=TranscriptDelta(0, rows, full=True))
+    return snapshot
 
 
-def read_session_file(path: Path | str) -> UsageSnapshot:
+def read_session_file(path: Path | str, *, transcripts: bool = False) -> UsageSnapshot:
     """One session file as a validated snapshot; raises BadSessionFile."""
     name = os.path.basename(path)
     try:
@@ -123,7 +129,7 @@ def read_session_file(path: Path | str) -> UsageSnapshot:
         # ValueError covers JSONDecodeError and undecodable bytes.
         detail = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise BadSessionFile(name, f"not valid JSON (truncated or corrupt){detail}") from None
-    return snapshot_from_dict(name, data, mtime=mtime)
+    return snapshot_from_dict(name, data, mtime=mtime, transcripts=transcripts)
 
 
 @dataclass(slots=True)
@@ -144,11 +150,13 @@ def scan_sessions(
     since: float | None = None,
     profile: str | None = None,
     keep: Callable[[UsageSnapshot], bool] | None = None,
+    transcripts: bool = False,
 ) -> Scan:
     """Read every session file; bad ones are listed in ``bad``, blank chats counted.
 
     ``since`` keeps chats created at or after that epoch time; ``profile``
-    keeps one profile's chats ("default" is the chats with no profile).
+    keeps one profile's chats ("default" is the chats with no profile);
+    ``transcripts`` also reads each chat's messages (for transcript mirroring).
     """
     directory = Path(directory) if directory is not None else default_sessions_dir()
     result = Scan(directory)
@@ -156,7 +164,7 @@ def scan_sessions(
     for path in iter_session_files(directory):
         result.files += 1
         try:
-            snap = read_session_file(path)
+            snap = read_session_file(path, transcripts=transcripts)
         except BadSessionFile as exc:
             result.bad.append((exc.name, exc.reason))
             continue
