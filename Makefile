@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench reliability clean
+.PHONY: demo test test-compat bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,6 +18,11 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The suite again in one virtual environment per hermes-agent (oldest, newest)
+# and wrapt (1.x, 2.x) combination; writes compat/RESULTS.md and the README table.
+test-compat: $(STAMP)
+	$(PY) compat/run_matrix.py
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
@@ -28,4 +33,4 @@ reliability: $(STAMP)
 	$(PY) tests/reliability/report.py --full
 
 clean:
-	rm -rf $(VENV) .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-compat .pytest_cache .hypothesis

@@ -320,7 +320,12 @@ def bench_transcript_turn(history: int = 5000, turns: int = 9) -> list[Row]:
     return [
         Row(f"transcripts: first mirror of a {history}-message chat (save + flush)", f"{first * 1e3:.0f} ms", "", None),
         Row("  one new turn: added to the save, median", f"{added * 1e3:.3f} ms", "", None),
-        Row("  one new turn: save to landed in state.db, median", f"{statistics.median(land_times) * 1e3:.1f} ms", "", None),
+        Row(
+            "  one new turn: save to landed in state.db, median",
+            f"{statistics.median(land_times) * 1e3:.1f} ms",
+            "",
+            None,
+        ),
         Row("  one new turn: write transactions", f"{max(transactions)}", "1", max(transactions) == 1),
     ]
 

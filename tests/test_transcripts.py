@@ -26,8 +26,10 @@ def transcripts(hermes_home: Path, fast_writer) -> Any:
 def _messages(db_path: Path, session_id: str) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
+        # hermes-agent < 0.16 has no "active" column: every row is live there.
+        live = " AND active = 1" if "active" in {r[1] for r in conn.execute("PRAGMA table_info(messages)")} else ""
         return conn.execute(
-            "SELECT role, content, tool_name FROM messages WHERE session_id = ? AND active = 1 ORDER BY id",
+            f"SELECT role, content, tool_name FROM messages WHERE session_id = ?{live} ORDER BY id",
             (session_id,),
         ).fetchall()
     finally:
@@ -261,3 +263,11 @@ def test_status_names_the_transcripts_switch(
     monkeypatch.setenv("WEBUI_INSIGHTS_TRANSCRIPTS", "1")
     main(["status"])
     assert re.search(r"transcripts\s+on \(env WEBUI_INSIGHTS_TRANSCRIPTS\)", capsys.readouterr().out)
+
+
+def test_lone_surrogates_in_messages_are_replaced_not_fatal(transcripts, webui_dir: Path, hermes_home: Path) -> None:
+    chat = DemoSession(webui_dir, title="Scraped")
+    chat.add_turn("scraped \udc15 text", "ok", input_tokens=1, output_tokens=1)
+    chat.save()
+    assert webui_insights.flush(5)
+    assert [r[1] for r in _messages(hermes_home / "state.db", chat.session_id)] == ["scraped \ufffd text", "ok"]

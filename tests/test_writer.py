@@ -260,7 +260,8 @@ def test_exit_while_another_process_holds_the_lock_ends_within_the_budget(hermes
     holder = lock_holder(hermes_home / "state.db", seconds=30)
     script = _child_script(
         """
-        webui_insights.install(target=TARGET, enabled=True, writer_config=WriterConfig(debounce_s=0.01, exit_budget_s=1.0))
+        config = WriterConfig(debounce_s=0.01, exit_budget_s=1.0)
+        webui_insights.install(target=TARGET, enabled=True, writer_config=config)
         chat = DemoSession(os.environ["HERMES_WEBUI_STATE_DIR"], session_id="e1e1e1e1e1e1")
         chat.add_turn("q", "a", input_tokens=5, output_tokens=1)
         chat.save()
@@ -305,3 +306,42 @@ def test_forked_child_mirrors_its_own_sessions_only(mirror, webui_dir: Path, her
     pending_chat.save()
     assert webui_insights.flush(5)
     assert read_row(hermes_home / "state.db", pending_chat.session_id)["input_tokens"] == 22  # type: ignore[index]
+
+
+def test_reinstalling_with_a_new_writer_still_lands_the_old_writers_work(hermes_home: Path, webui_dir: Path) -> None:
+    installer.install(target=TARGET, enabled=True, writer_config=WriterConfig(debounce_s=1.0))
+    chat = make_session(webui_dir)
+    chat.add_turn("q", "a", input_tokens=5, output_tokens=1)
+    chat.save()
+    installer.uninstall()
+    installer.install(target=TARGET, enabled=True, writer_config=WriterConfig(debounce_s=0.01))
+    assert webui_insights.flush(5)
+    assert read_row(hermes_home / "state.db", chat.session_id)["input_tokens"] == 5  # type: ignore[index]
+
+
+def test_lone_surrogates_in_text_fields_are_replaced_like_hermes_does(
+    mirror, webui_dir: Path, hermes_home: Path
+) -> None:
+    odd = make_session(webui_dir, title="scraped \udc15 title", model="m\udc15")
+    odd.add_turn("q", "a", input_tokens=5, output_tokens=1)
+    odd.save()
+    good = make_session(webui_dir, title="fine")
+    good.add_turn("q", "a", input_tokens=7, output_tokens=1)
+    good.save()
+    assert webui_insights.flush(5)
+    row = read_row(hermes_home / "state.db", odd.session_id)
+    assert row is not None and (row["title"], row["model"]) == ("scraped \ufffd title", "m\ufffd")
+    assert read_row(hermes_home / "state.db", good.session_id)["input_tokens"] == 7  # type: ignore[index]
+
+
+def test_the_sink_refuses_one_unbindable_row_and_writes_the_rest(hermes_home: Path) -> None:
+    from webui_insights.sink import StateDB
+
+    db = StateDB(hermes_home / "state.db")
+    try:
+        unvalidated = UsageSnapshot("aaaaaaaaaaa1", model="m\udc15", input_tokens=1)  # bypasses validation
+        result = db.write([unvalidated, UsageSnapshot("aaaaaaaaaaa2", input_tokens=2)])
+    finally:
+        db.close()
+    assert [why for _, why in result.title_rejected] == ["value refused by SQLite (UnicodeEncodeError)"]
+    assert read_row(hermes_home / "state.db", "aaaaaaaaaaa2")["input_tokens"] == 2  # type: ignore[index]

@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import wrapt
 
@@ -161,8 +161,8 @@ def mirror_usage(
         if inspect.iscoroutinefunction(target):
             wrapped_async = async_wrapper(func)
             _mark_coroutine(wrapped_async)
-            return wrapped_async  # type: ignore[no-any-return]
-        return sync_wrapper(func)  # type: ignore[no-any-return]
+            return cast(F, wrapped_async)
+        return cast(F, sync_wrapper(func))
 
     return decorate
 

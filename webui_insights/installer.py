@@ -17,6 +17,7 @@ import importlib
 import logging
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +84,8 @@ class _Installation:
     # (profile, session_id) -> fingerprint of the last snapshot queued.
     gate: dict[tuple[Any, Any], tuple[Any, ...]] = field(default_factory=dict)
     writer: Writer | None = None
+    # Writers replaced by a later install(writer_config=...): still landing their work.
+    retired: list[Writer] = field(default_factory=list)
     sweep: ReconcileSweep | None = None
 
     def __post_init__(self) -> None:
@@ -306,6 +309,9 @@ def install(
                 reconcile_interval, enabled=state.switch.enabled, stats=state.stats, log=state.log
             )
         if writer_config is not None or state.writer is None:
+            if state.writer is not None:
+                state.writer.retire()
+                state.retired.append(state.writer)
             state.writer = state.new_writer(writer_config)
         else:
             state.writer.restart()
@@ -364,18 +370,24 @@ def is_installed() -> bool:
     return _state.patch is not None
 
 
+def _writers() -> list[Writer]:
+    state = _state
+    state.retired[:] = [w for w in state.retired if w.pending_count()]
+    return [*state.retired, *([state.writer] if state.writer is not None else [])]
+
+
 def flush(timeout: float = 5.0) -> bool:
     """Block until every pending update landed (True) or ``timeout`` passed (False)."""
-    writer = _state.writer
-    if writer is None:
-        return True
-    return writer.flush(timeout)
+    deadline = time.monotonic() + max(0.0, timeout)
+    landed = True
+    for writer in _writers():
+        landed = writer.flush(max(0.0, deadline - time.monotonic())) and landed
+    return landed
 
 
 def stats() -> dict[str, Any]:
     """Counters since start (saves seen, queued, written, skipped and dropped by reason, ...)."""
-    writer = _state.writer
-    pending = writer.pending_count() if writer is not None else 0
+    pending = sum(writer.pending_count() for writer in _writers())
     result = _state.stats.as_dict(pending)
     result["installed"] = _state.patch is not None
     result["target"] = _state.target
@@ -386,7 +398,6 @@ def _reset_for_tests() -> None:
     """Uninstall, stop the writer briefly, and start from a fresh state object."""
     global _state
     uninstall()
-    writer = _state.writer
-    if writer is not None:
+    for writer in _writers():
         writer.shutdown(timeout=2.0)
     _state = _Installation()

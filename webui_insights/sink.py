@@ -575,7 +575,14 @@ class _Transaction:
             conn.execute(_SYNC_TABLE_SQL)
         for snap in self.snapshots:
             owner = self.owner
-            problem = owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
+            try:
+                problem = owner._write_row(conn, snap, exact=self.exact, message_count=self.message_count)
+            except _VALUE_ERRORS as exc:
+                # A value SQLite will not bind (snapshots are validated, so
+                # this is a last line of defence): refuse this chat, not the batch.
+                self.done.append(snap)
+                self.rejected.append((snap, f"value refused by SQLite ({type(exc).__name__})"))
+                continue
             if snap.transcript is not None:
                 fits, rest = owner._write_transcript(conn, snap.session_id, snap.transcript, deadline, self.exact)
                 if not fits:
@@ -601,6 +608,8 @@ ON CONFLICT(id) DO NOTHING"""
 # RETURNING (SQLite 3.35+) tells in the same statement whether the row was
 # new and which title it got; without it, a SELECT first says if it exists.
 _RETURNING = sqlite3.sqlite_version_info >= (3, 35, 0)
+# Errors about one row's values, as opposed to the database's state.
+_VALUE_ERRORS = (UnicodeError, ValueError, TypeError, OverflowError, sqlite3.InterfaceError, sqlite3.ProgrammingError)
 _EXISTS = object()
 
 # Totals move forward only: MAX() so that a late, older snapshot (another

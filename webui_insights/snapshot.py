@@ -18,7 +18,7 @@ from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
 from .profiles import is_valid_profile_name
-from .transcript import TranscriptDelta
+from .transcript import TranscriptDelta, scrub_surrogates
 
 __all__ = [
     "UsageSnapshot",
@@ -169,7 +169,10 @@ def _text(name: str, value: Any, limit: int | None = None) -> str | None:
         raise InvalidSnapshot("bad_value", f"{name} must be a string, got {_describe(value)}")
     if limit is not None and len(value) > limit:
         raise InvalidSnapshot("bad_value", f"{name} is {len(value)} characters long (max {limit})")
+    if not value.isascii():
+        value = scrub_surrogates(value)
     return value
+
 
 
 def _timestamp(value: Any) -> float | None:

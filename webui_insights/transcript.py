@@ -18,7 +18,16 @@ import threading
 from collections.abc import Iterable, Sequence
 from typing import Any, NamedTuple
 
-__all__ = ["MessageRow", "TranscriptDelta", "TranscriptTracker", "to_row", "chain", "MAX_MESSAGE_CHARS"]
+__all__ = [
+    "MessageRow",
+    "TranscriptDelta",
+    "TranscriptTracker",
+    "to_row",
+    "chain",
+    "content_fingerprint",
+    "scrub_surrogates",
+    "MAX_MESSAGE_CHARS",
+]
 
 # A longer message is cut, and an inline data: URL (a pasted image or file)
 # becomes a short placeholder: state.db is for search and counts, not for
@@ -91,11 +100,22 @@ class TranscriptDelta(NamedTuple):
         return links[-1] if links else self.base_chain
 
 
+def scrub_surrogates(value: str) -> str:
+    """Lone surrogates (from pasted or scraped text) become U+FFFD, as hermes does: SQLite cannot store them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    return value
+
+
 def _text(value: Any, limit: int) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False, default=str)
+    if not value.isascii():
+        value = scrub_surrogates(value)
     if len(value) > 256 and "base64," in value:
         value = _DATA_URL.sub("[inline attachment omitted]", value)
     if len(value) > limit:
@@ -135,7 +155,7 @@ def to_row(message: Any) -> MessageRow:
     return MessageRow(
         role if isinstance(role, str) and role else "unknown",
         _content(message.get("content")),
-        json.dumps(tool_calls, ensure_ascii=False, default=str) if tool_calls else None,
+        json.dumps(tool_calls, default=str) if tool_calls else None,  # ASCII: escapes lone surrogates
         _text(message.get("tool_call_id"), 200),
         _text(message.get("name") or message.get("tool_name"), 200),
         _timestamp(message),

@@ -207,6 +207,12 @@ class Writer:
             self._close_all_handles()
         return flushed and not left
 
+    def retire(self) -> None:
+        """Take no more work; the thread ends once what is pending has landed."""
+        self._stop.set()
+        self._hurry.set()
+        self._wake.set()
+
     def restart(self) -> None:
         """Accept work again after shutdown() (used by install() after uninstall)."""
         if self._closed and (self._thread is None or not self._thread.is_alive()):
@@ -360,7 +366,7 @@ class Writer:
             self._on_dropped(snap.key)  # the next save sends the whole transcript
         for snap, why in result.title_rejected:
             self._stats.skip("bad_value")
-            self._log.warning("title", "webui-insights: title of chat %s not mirrored: %s", snap.session_id, why)
+            self._log.warning("title", "webui-insights: chat %s only partly mirrored: %s", snap.session_id, why)
         self._stats.success(len(result.written), result.max_lock_hold_s)
         if result.transactions > 1:
             self._stats.incr("transactions", result.transactions - 1)

@@ -1,8 +1,8 @@
 """Print the reliability table and exit non-zero unless every row is 0 host errors / 0 lost.
 
-    python tests/reliability/report.py            # lock held 3 s
-    python tests/reliability/report.py --full     # lock held 30 s, as in the issue
-    python tests/reliability/report.py disk_full  # one scenario
+python tests/reliability/report.py            # lock held 3 s
+python tests/reliability/report.py --full     # lock held 30 s, as in the issue
+python tests/reliability/report.py disk_full  # one scenario
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
     ]
     widths = [max(len(r[i]) for r in table) for i in range(len(header))]
     for i, r in enumerate(table):
-        print(" | ".join(c.ljust(w) for c, w in zip(r, widths)))
+        print(" | ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
         if i == 0:
             print("-+-".join("-" * w for w in widths))
     bad = [o.scenario for o, _ in rows if not o.ok]

@@ -368,8 +368,14 @@ def settings_file_flaps() -> Outcome:
         settings.write_text(json.dumps({"sync_to_insights": True}))
         lb.new_chats()
         lb.turn()
-        for bad in ('{"sync_to_insights": tr', '{"sync_to_insights": "yes"}', '{"sync_to_insights": 1}',
-                    '{"sync_to_insights": null}', "[1, 2]", ""):
+        for bad in (
+            '{"sync_to_insights": tr',
+            '{"sync_to_insights": "yes"}',
+            '{"sync_to_insights": 1}',
+            '{"sync_to_insights": null}',
+            "[1, 2]",
+            "",
+        ):
             settings.write_text(bad)
             lb.injected += 1
             lb.turn()
@@ -397,12 +403,19 @@ def write_n_fails(forever: bool, sweep: int = 6) -> Outcome:
             original = sink.StateDB.write
             calls = {"n": 0, "failed": 0}
 
-            def write(self: Any, *args: Any, _n: int = n, **kwargs: Any) -> Any:
-                calls["n"] += 1
-                if calls["n"] == _n or (forever and calls["n"] > _n):
-                    calls["failed"] += 1
+            def write(
+                self: Any,
+                *args: Any,
+                _n: int = n,
+                _calls: dict[str, int] = calls,
+                _original: Any = original,
+                **kwargs: Any,
+            ) -> Any:
+                _calls["n"] += 1
+                if _calls["n"] == _n or (forever and _calls["n"] > _n):
+                    _calls["failed"] += 1
                     raise sqlite3.OperationalError("disk I/O error")
-                return original(self, *args, **kwargs)
+                return _original(self, *args, **kwargs)
 
             lb.new_chats()
             with mock.patch.object(sink.StateDB, "write", write):

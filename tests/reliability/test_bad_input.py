@@ -33,7 +33,8 @@ DANGEROUS_CHARS = (
     [chr(c) for c in range(0x20)]
     + ["\x7f", "\u0085", "\u00a0"]
     + ["\u200b", "\u200c", "\u200d", "\u2060", "\ufeff"]  # zero-width
-    + [chr(c) for c in range(0x202A, 0x202F)] + [chr(c) for c in range(0x2066, 0x206A)]  # direction overrides
+    + [chr(c) for c in range(0x202A, 0x202F)]
+    + [chr(c) for c in range(0x2066, 0x206A)]  # direction overrides
 )
 json_values = st.recursive(
     st.none()
@@ -46,14 +47,34 @@ json_values = st.recursive(
     max_leaves=5,
 )
 any_values = json_values | st.binary(max_size=10) | st.builds(PurePosixPath, st.text(max_size=10)) | st.builds(object)
-titles = (
-    st.text(alphabet=st.sampled_from(DANGEROUS_CHARS) | st.characters(), max_size=200)
-    | st.builds(lambda c, n: c * n, st.sampled_from(["x", "\u202e", "é", " "]), st.integers(9_990, 10_010))
+titles = st.text(alphabet=st.sampled_from(DANGEROUS_CHARS) | st.characters(), max_size=200) | st.builds(
+    lambda c, n: c * n, st.sampled_from(["x", "\u202e", "é", " "]), st.integers(9_990, 10_010)
 )
-bad_profile_strings = st.sampled_from(
-    ["..", "../evil", "../../etc", "a/b", "a\\b", "/abs", "a\x00b", "work\n", "\nwork", "Work", "WORK", "a" * 65,
-     "-lead", "_lead", "a b", "é", "."]
-) | st.text(max_size=70) | json_values  # what the host can save as JSON
+bad_profile_strings = (
+    st.sampled_from(
+        [
+            "..",
+            "../evil",
+            "../../etc",
+            "a/b",
+            "a\\b",
+            "/abs",
+            "a\x00b",
+            "work\n",
+            "\nwork",
+            "Work",
+            "WORK",
+            "a" * 65,
+            "-lead",
+            "_lead",
+            "a b",
+            "é",
+            ".",
+        ]
+    )
+    | st.text(max_size=70)
+    | json_values
+)  # what the host can save as JSON
 bad_profile_names = bad_profile_strings | any_values
 session_ids = (
     st.from_regex(r"[0-9a-f]{12}", fullmatch=True)

@@ -27,8 +27,13 @@ def _hammer(webui_dir: Path, db: Path, threads: int, saves: int, chats: int) -> 
             with locks[i]:
                 chat = sessions[i]
                 if rng.random() < 0.7:
-                    chat.add_turn("q", "a", input_tokens=rng.randint(0, 500), output_tokens=rng.randint(0, 50),
-                                  cost=rng.random() / 1000)
+                    chat.add_turn(
+                        "q",
+                        "a",
+                        input_tokens=rng.randint(0, 500),
+                        output_tokens=rng.randint(0, 50),
+                        cost=rng.random() / 1000,
+                    )
                     chat.cache_read_tokens += rng.randint(0, 100)
                 try:
                     chat.save()

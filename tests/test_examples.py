@@ -1,0 +1,244 @@
+"""Every file in examples/ runs headless and gets a row into a temporary state.db.
+
+Each example is imported from its file (as a user would copy it), driven
+through its framework's own test client, and checked in state.db; if an
+example breaks, its test fails.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+from conftest import read_row
+
+import webui_insights
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
+
+
+def load_example(name: str) -> ModuleType:
+    """Import ``examples/<name>.py`` under its own name (install() targets resolve by it)."""
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+@pytest.fixture
+def enabled_env(hermes_home: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A temporary HERMES_HOME with mirroring switched on the way a deployment would."""
+    monkeypatch.setenv("WEBUI_INSIGHTS_ENABLED", "1")
+    return hermes_home
+
+
+# ------------------------------------------------------------- plain Python
+
+
+def test_plain_python_example_mirrors_its_own_field_names(enabled_env: Path, tmp_path: Path) -> None:
+    example = load_example("plain_python")
+    conv = example.run_chat(tmp_path / "conversations", ["one", "two", "three"], name="Own names")
+    assert (tmp_path / "conversations" / f"{conv.conv_id}.json").is_file()  # the host's save ran
+    assert webui_insights.flush(10)
+    row = read_row(enabled_env / "state.db", conv.conv_id)
+    assert row is not None
+    assert row["source"] == "webui" and row["title"] == "Own names"
+    assert (row["input_tokens"], row["output_tokens"]) == (conv.prompt_tokens, conv.completion_tokens)
+    assert (row["cache_read_tokens"], row["api_call_count"]) == (conv.cached_tokens, 3)
+    assert row["message_count"] == 6
+    assert row["started_at"] == pytest.approx(conv.started)
+
+
+def test_plain_python_example_conversation_without_turns_is_not_mirrored(enabled_env: Path, tmp_path: Path) -> None:
+    example = load_example("plain_python")
+    conv = example.Conversation(tmp_path / "conversations")
+    conv.persist()
+    assert webui_insights.flush(5)
+    assert read_row(enabled_env / "state.db", conv.conv_id) is None
+
+
+def test_plain_python_example_runs_as_a_script(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("HERMES_", "WEBUI_INSIGHTS_"))}
+    env["TMPDIR"] = str(tmp_path)  # its throw-away HERMES_HOME lands here
+    done = subprocess.run(
+        [sys.executable, str(EXAMPLES / "plain_python.py")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "'source': 'webui'" in done.stdout and "'message_count': 4" in done.stdout, done.stdout
+
+
+# ------------------------------------------------------------------ Flask
+
+
+def test_flask_example_chat_endpoint_reaches_state_db(enabled_env: Path, tmp_path: Path) -> None:
+    pytest.importorskip("flask")
+    example = load_example("flask_app")
+    client = example.create_app(tmp_path / "store").test_client()
+
+    first = client.post("/chat", json={"message": "hello flask"})
+    assert first.status_code == 200, first.data
+    chat_id = first.get_json()["chat_id"]
+    second = client.post("/chat", json={"message": "again", "chat_id": chat_id})
+    assert second.status_code == 200
+    body = second.get_json()
+    assert (tmp_path / "store" / f"{chat_id}.json").is_file()
+    assert webui_insights.flush(10)
+
+    row = read_row(enabled_env / "state.db", chat_id)
+    assert row is not None
+    assert (row["input_tokens"], row["output_tokens"]) == (body["tokens_in"], body["tokens_out"])
+    assert (row["title"], row["message_count"], row["api_call_count"]) == ("hello flask", 4, 2)
+    assert client.get("/insights-status").get_json()["rows_written"] >= 1
+
+
+def test_flask_example_rejects_a_bad_request_and_mirrors_nothing(enabled_env: Path, tmp_path: Path) -> None:
+    pytest.importorskip("flask")
+    example = load_example("flask_app")
+    client = example.create_app(tmp_path / "store").test_client()
+    assert client.post("/chat", json={}).status_code == 400
+    assert webui_insights.stats()["saves_seen"] == 0
+
+
+# ---------------------------------------------------------------- FastAPI
+
+
+def test_fastapi_example_installs_in_lifespan_and_reaches_state_db(enabled_env: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    example = load_example("fastapi_app")
+    original_save = example.Transcript.__dict__["save"]
+    with TestClient(example.create_app(tmp_path / "store")) as client:
+        assert webui_insights.is_installed()
+        first = client.post("/chat", json={"message": "hello fastapi"})
+        assert first.status_code == 200, first.text
+        chat_id = first.json()["chat_id"]
+        second = client.post("/chat", json={"message": "again", "chat_id": chat_id})
+        assert second.status_code == 200
+        body = second.json()
+    # Shutdown flushed and put the original save back.
+    assert not webui_insights.is_installed()
+    assert example.Transcript.__dict__["save"] is original_save
+    assert webui_insights.stats()["pending"] == 0
+
+    row = read_row(enabled_env / "state.db", chat_id)
+    assert row is not None
+    assert (row["input_tokens"], row["output_tokens"]) == (body["input_tokens"], body["output_tokens"])
+    assert (row["title"], row["message_count"], row["api_call_count"]) == ("hello fastapi", 4, 2)
+    assert row["cache_read_tokens"] == 32
+
+
+def test_fastapi_example_routes_a_profile_to_its_own_state_db(enabled_env: Path, tmp_path: Path) -> None:
+    pytest.importorskip("fastapi")
+    pytest.importorskip("httpx")
+    from fastapi.testclient import TestClient
+
+    from webui_insights.sink import create_state_db
+
+    work = enabled_env / "profiles" / "work"
+    work.mkdir(parents=True)
+    create_state_db(work / "state.db")
+    example = load_example("fastapi_app")
+    with TestClient(example.create_app(tmp_path / "store")) as client:
+        reply = client.post("/chat", json={"message": "in work", "profile": "work"})
+        assert reply.status_code == 200
+        chat_id = reply.json()["chat_id"]
+    assert read_row(work / "state.db", chat_id) is not None
+    assert read_row(enabled_env / "state.db", chat_id) is None
+
+
+# ----------------------------------------------------- hermes-webui snippet
+
+
+FAKE_MODELS = """
+from webui_insights.demo_host import DemoSession
+
+
+class Session(DemoSession):
+    '''Stands in for hermes-webui's api.models.Session: same attributes, same save().'''
+"""
+
+FAKE_CONFIG = """
+import json
+import os
+from pathlib import Path
+
+SETTINGS_FILE = Path(os.environ["HERMES_WEBUI_STATE_DIR"]) / "settings.json"
+
+
+def load_settings():
+    try:
+        return json.loads(SETTINGS_FILE.read_text())
+    except FileNotFoundError:
+        return {}
+"""
+
+
+@pytest.fixture
+def fake_webui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A minimal ``api`` package laid out like hermes-webui's, not yet imported."""
+    root = tmp_path / "fake-webui"
+    (root / "api").mkdir(parents=True)
+    (root / "api" / "__init__.py").write_text("")
+    (root / "api" / "models.py").write_text(FAKE_MODELS)
+    (root / "api" / "config.py").write_text(FAKE_CONFIG)
+    for name in [m for m in sys.modules if m == "api" or m.startswith("api.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.syspath_prepend(str(root))
+    yield root
+    for name in [m for m in sys.modules if m == "api" or m.startswith("api.")]:
+        del sys.modules[name]
+
+
+def test_hermes_webui_snippet_follows_the_settings_checkbox(
+    hermes_home: Path, webui_dir: Path, fake_webui: Path
+) -> None:
+    snippet = load_example("hermes_webui_snippet")
+    settings = webui_dir / "settings.json"
+    webui_dir.mkdir(parents=True, exist_ok=True)
+    settings.write_text(json.dumps({"sync_to_insights": False}))
+
+    assert snippet.enable_insights() is True  # before api.models is imported, as in server.py
+    assert not webui_insights.is_installed()
+    from api.config import load_settings
+    from api.models import Session
+
+    assert webui_insights.is_installed()
+
+    off = Session(webui_dir, title="Checkbox off")
+    off.add_turn("q", "a", input_tokens=10, output_tokens=2)
+    off.save()
+    assert webui_insights.flush(5)
+    assert read_row(hermes_home / "state.db", off.session_id) is None
+
+    # The user ticks "sync to insights"; the WebUI saves its settings.
+    settings.write_text(json.dumps({"sync_to_insights": True}))
+    assert load_settings()["sync_to_insights"] is True
+    time.sleep(1.1)  # the setting is re-read at most once a second
+    on = Session(webui_dir, title="Checkbox on")
+    on.add_turn("q", "a", input_tokens=20, output_tokens=4)
+    on.save()
+    assert webui_insights.flush(5)
+    row = read_row(hermes_home / "state.db", on.session_id)
+    assert row is not None and row["input_tokens"] == 20
