@@ -152,3 +152,22 @@ def lock_holder() -> Iterator[Any]:
     yield start
     for holder in holders:
         holder.release()
+
+
+def save_turn(chat: DemoSession, input_tokens: int = 1, output_tokens: int = 1) -> None:
+    """One chat turn, saved through the (wrapped) save, and wait until it is mirrored."""
+    import webui_insights
+
+    chat.add_turn("q", "a", input_tokens=input_tokens, output_tokens=output_tokens)
+    chat.save()
+    assert webui_insights.flush(5)
+
+
+def tamper(db_path: Path, sql: str, *params: Any) -> None:
+    """Change state.db behind the mirror's back, the way another tool would."""
+    conn = sqlite3.connect(db_path)
+    try:
+        conn.execute(sql, params)
+        conn.commit()
+    finally:
+        conn.close()

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 import wrapt
-from conftest import make_session, read_row
+from conftest import make_session, read_row, save_turn
 
 import webui_insights
 from webui_insights import installer
@@ -97,9 +97,7 @@ def test_reinstall_after_uninstall_wraps_again(mirror, webui_dir: Path, hermes_h
     installer.uninstall()
     installer.install(target=TARGET, enabled=True, writer_config=fast_writer)
     chat = make_session(webui_dir)
-    chat.add_turn("q", "a", input_tokens=4, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 4, 1)
     assert read_row(hermes_home / "state.db", chat.session_id) is not None
 
 
@@ -127,9 +125,7 @@ def test_install_before_the_target_module_is_imported(
         module = importlib.import_module("lateapp.models")
         assert isinstance(vars(module.Session)["save"], wrapt.FunctionWrapper)
         chat = module.Session(hermes_home / "webui")
-        chat.add_turn("q", "a", input_tokens=2, output_tokens=1)
-        chat.save()
-        assert webui_insights.flush(5)
+        save_turn(chat, 2, 1)
         assert read_row(hermes_home / "state.db", chat.session_id) is not None
     finally:
         installer.uninstall()
@@ -237,9 +233,7 @@ def test_reconcile_sweep_starts_with_the_writer_and_repairs_a_lost_update(
     sweep = installer._state.sweep
     assert sweep is not None and not sweep.running  # nothing saved yet: no threads
     chat = make_session(webui_dir)
-    chat.add_turn("q", "a", input_tokens=5, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 5, 1)
     assert sweep.running
     # An update the writer never saw (say, lost to a kill -9): the file is ahead.
     chat.add_turn("q", "a", input_tokens=5, output_tokens=1)

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import count_rows, make_session, read_row, run_insights
+from conftest import count_rows, make_session, read_row, run_insights, save_turn
 
 import webui_insights
 from webui_insights import installer, sink
@@ -42,9 +42,7 @@ def test_three_turn_chat_shows_in_real_hermes_insights(mirror, webui_dir: Path, 
 def test_disabled_writes_no_row(hermes_home: Path, webui_dir: Path, fast_writer) -> None:
     installer.install(target=TARGET, enabled=False, writer_config=fast_writer)
     chat = make_session(webui_dir)
-    chat.add_turn("q", "a", input_tokens=5, output_tokens=5)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 5, 5)
     assert read_row(hermes_home / "state.db", chat.session_id) is None
     assert webui_insights.stats()["skipped"]["disabled"] == 1
 
@@ -70,17 +68,13 @@ def test_enabled_writes_all_usage_columns(mirror, webui_dir: Path, hermes_home: 
 def test_totals_are_set_not_added(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir)
     for _ in range(4):
-        chat.add_turn("q", "a", input_tokens=100, output_tokens=10)
-        chat.save()
-        assert webui_insights.flush(5)
+        save_turn(chat, 100, 10)
     assert _row(hermes_home, chat)["input_tokens"] == 400
 
 
 def test_unchanged_second_save_writes_nothing(mirror, webui_dir: Path) -> None:
     chat = make_session(webui_dir)
-    chat.add_turn("q", "a", input_tokens=10, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 10, 1)
     before = webui_insights.stats()
     chat.save()
     chat.save()
@@ -101,9 +95,7 @@ def test_blank_untitled_chat_is_not_mirrored(mirror, webui_dir: Path, hermes_hom
 
 def test_rename_in_webui_reaches_the_row(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir, title="First name")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     chat.title = "Second name"
     chat.save()
     assert webui_insights.flush(5)
@@ -112,18 +104,14 @@ def test_rename_in_webui_reaches_the_row(mirror, webui_dir: Path, hermes_home: P
 
 def test_rename_in_cli_is_never_overwritten(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir, title="WebUI title")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     db = sink.hermes_state().SessionDB(hermes_home / "state.db")
     try:
         db.set_session_title(chat.session_id, "Renamed in CLI")
     finally:
         db.close()
     chat.title = "WebUI rename"
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     row = _row(hermes_home, chat)
     assert row["title"] == "Renamed in CLI"
     assert row["input_tokens"] == 2
@@ -132,9 +120,7 @@ def test_rename_in_cli_is_never_overwritten(mirror, webui_dir: Path, hermes_home
 def test_title_memory_survives_a_restart(hermes_home: Path, webui_dir: Path, fast_writer) -> None:
     installer.install(target=TARGET, enabled=True, writer_config=fast_writer)
     chat = make_session(webui_dir, title="Before restart")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     installer._reset_for_tests()  # a new process: no in-memory state survives
     installer.install(target=TARGET, enabled=True, writer_config=fast_writer)
     chat.title = "After restart"
@@ -148,31 +134,23 @@ def test_title_collision_gets_next_lineage_title(mirror, webui_dir: Path, hermes
     second = make_session(webui_dir, title="Same title")
     third = make_session(webui_dir, title="Same title")
     for chat in (first, second, third):
-        chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-        chat.save()
-        assert webui_insights.flush(5)
+        save_turn(chat, 1, 1)
     titles = [_row(hermes_home, c)["title"] for c in (first, second, third)]
     assert titles == ["Same title", "Same title #2", "Same title #3"]
     # Saving again with the same WebUI title keeps the lineage title, it does not flap.
-    second.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    second.save()
-    assert webui_insights.flush(5)
+    save_turn(second, 1, 1)
     assert _row(hermes_home, second)["title"] == "Same title #2"
 
 
 def test_title_is_sanitized_like_hermes_does(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir, title="  Tab\tand\u200b zero-width  ")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert _row(hermes_home, chat)["title"] == "Tab and zero-width"
 
 
 def test_too_long_title_is_counted_and_usage_still_lands(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir, title="x" * 500)
-    chat.add_turn("q", "a", input_tokens=7, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 7, 1)
     row = _row(hermes_home, chat)
     assert row["title"] is None and row["input_tokens"] == 7
     assert webui_insights.stats()["skipped"]["bad_value"] == 1
@@ -181,9 +159,7 @@ def test_too_long_title_is_counted_and_usage_still_lands(mirror, webui_dir: Path
 def test_started_at_is_the_webui_created_at(mirror, webui_dir: Path, hermes_home: Path) -> None:
     created = time.time() - 3 * 86400
     chat = make_session(webui_dir, created_at=created)
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert _row(hermes_home, chat)["started_at"] == pytest.approx(created)
     assert re.search(r"Sessions:\s+1\s", run_insights(hermes_home, days=7))
     assert "No sessions found" in run_insights(hermes_home, days=1)
@@ -197,9 +173,7 @@ def test_profile_routes_to_that_profiles_state_db(mirror, webui_dir: Path, herme
     chat.add_turn("q", "a", input_tokens=9, output_tokens=1)
     chat.save()
     default_chat = make_session(webui_dir, profile="default")
-    default_chat.add_turn("q", "a", input_tokens=3, output_tokens=1)
-    default_chat.save()
-    assert webui_insights.flush(5)
+    save_turn(default_chat, 3, 1)
     assert read_row(work_home / "state.db", chat.session_id)["input_tokens"] == 9  # type: ignore[index]
     assert read_row(hermes_home / "state.db", chat.session_id) is None
     assert read_row(hermes_home / "state.db", default_chat.session_id) is not None
@@ -210,9 +184,7 @@ def test_invalid_profile_is_refused_and_written_nowhere(
     mirror, webui_dir: Path, hermes_home: Path, profile: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     chat = make_session(webui_dir, profile=profile)
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert count_rows(hermes_home / "state.db") == 0
     assert {p.name for p in hermes_home.iterdir()} <= {"state.db", "state.db-wal", "state.db-shm", "webui"}
     assert webui_insights.stats()["skipped"]["invalid_profile"] == 1
@@ -228,9 +200,7 @@ def test_profile_symlinked_outside_the_home_is_refused(
     (hermes_home / "profiles").mkdir()
     (hermes_home / "profiles" / "evil").symlink_to(outside)
     chat = make_session(webui_dir, profile="evil")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert read_row(outside / "state.db", chat.session_id) is None
     assert webui_insights.stats()["skipped"]["invalid_profile"] == 1
 
@@ -240,18 +210,14 @@ def test_missing_state_db_is_never_created(mirror, webui_dir: Path, hermes_home:
     for suffix in ("-wal", "-shm"):
         (hermes_home / f"state.db{suffix}").unlink(missing_ok=True)
     chat = make_session(webui_dir)
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert not (hermes_home / "state.db").exists()
     assert webui_insights.stats()["skipped"]["no_state_db"] == 1
 
 
 def test_missing_profile_state_db_does_not_fall_back_to_default(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir, profile="nosuchprofile")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert count_rows(hermes_home / "state.db") == 0
     assert not (hermes_home / "profiles").exists()
 
@@ -263,9 +229,7 @@ def test_without_hermes_agent_it_is_a_quiet_no_op(
     sink.forget_hermes_state()
     try:
         chat = make_session(webui_dir)
-        chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-        chat.save()
-        assert webui_insights.flush(5)
+        save_turn(chat, 1, 1)
         assert chat.path.exists()
         assert webui_insights.stats()["skipped"]["no_hermes_state"] == 1
     finally:
@@ -284,9 +248,7 @@ def test_settings_toggle_takes_effect_without_restart(hermes_home: Path, webui_d
     settings.write_text(json.dumps({"sync_to_insights": True, "theme": "dark"}))
     time.sleep(0.1)
     on = make_session(webui_dir)
-    on.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    on.save()
-    assert webui_insights.flush(5)
+    save_turn(on, 1, 1)
     assert read_row(hermes_home / "state.db", off.session_id) is None
     assert read_row(hermes_home / "state.db", on.session_id) is not None
 

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import sqlite3
 import threading
 import time
 from pathlib import Path
 
 import pytest
-from conftest import read_row
+from conftest import read_row, tamper
 
 from webui_insights.backfill import backfill
 from webui_insights.demo_host import DemoSession
@@ -23,20 +22,11 @@ def _chat(webui_dir: Path, tokens: int = 100, title: str = "Chat") -> DemoSessio
     return chat
 
 
-def _set(db: Path, sql: str, *params: object) -> None:
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
-
-
 def test_a_lost_update_and_a_missing_row_are_re_mirrored(webui_dir: Path, hermes_home: Path) -> None:
     behind, in_sync, missing = _chat(webui_dir, 100, "A"), _chat(webui_dir, 200, "B"), _chat(webui_dir, 300, "C")
     backfill(scan_sessions(webui_dir / "sessions"))
     db = hermes_home / "state.db"
-    _set(db, "DELETE FROM sessions WHERE id = ?", missing.session_id)
+    tamper(db, "DELETE FROM sessions WHERE id = ?", missing.session_id)
     behind.add_turn("q2", "a2", input_tokens=50, output_tokens=5)  # saved, but the writer dropped it
     behind.save()
 
@@ -51,7 +41,7 @@ def test_a_lost_update_and_a_missing_row_are_re_mirrored(webui_dir: Path, hermes
 def test_a_row_ahead_of_the_file_is_never_lowered(webui_dir: Path, hermes_home: Path) -> None:
     chat = _chat(webui_dir, 100)
     backfill(scan_sessions(webui_dir / "sessions"))
-    _set(hermes_home / "state.db", "UPDATE sessions SET input_tokens = 999 WHERE id = ?", chat.session_id)
+    tamper(hermes_home / "state.db", "UPDATE sessions SET input_tokens = 999 WHERE id = ?", chat.session_id)
     assert reconcile(webui_dir / "sessions").ahead == 0
     assert read_row(hermes_home / "state.db", chat.session_id)["input_tokens"] == 999  # type: ignore[index]
 

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 
 import pytest
-from conftest import read_row
+from conftest import read_row, tamper
 
 from webui_insights.backfill import backfill
 from webui_insights.cli import main
@@ -22,16 +21,6 @@ def _chat(webui_dir: Path, title: str = "Chat", tokens: int = 100) -> DemoSessio
     chat.add_turn("q", "a", input_tokens=tokens, output_tokens=7, cost=0.25)
     chat.save()
     return chat
-
-
-def _tamper(db: Path, sql: str, *params: object) -> None:
-    """Change a row behind the mirror's back, the way another tool would."""
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 @pytest.fixture
@@ -51,7 +40,7 @@ def test_a_row_changed_behind_its_back_is_reported_and_fix_repairs_it(
 ) -> None:
     db = hermes_home / "state.db"
     victim = mirrored[1]
-    _tamper(
+    tamper(
         db,
         "UPDATE sessions SET input_tokens = 5, estimated_cost_usd = 9.5, message_count = 40 WHERE id = ?",
         victim.session_id,
@@ -74,8 +63,8 @@ def test_a_row_changed_behind_its_back_is_reported_and_fix_repairs_it(
 
 def test_a_missing_row_and_a_lost_title_are_drift(mirrored: list[DemoSession], hermes_home: Path) -> None:
     db = hermes_home / "state.db"
-    _tamper(db, "DELETE FROM sessions WHERE id = ?", mirrored[0].session_id)
-    _tamper(db, "UPDATE sessions SET title = NULL WHERE id = ?", mirrored[2].session_id)
+    tamper(db, "DELETE FROM sessions WHERE id = ?", mirrored[0].session_id)
+    tamper(db, "UPDATE sessions SET title = NULL WHERE id = ?", mirrored[2].session_id)
     report = verify(scan_sessions(hermes_home / "webui" / "sessions").snapshots)
     fields = {snap.session_id: [d.field for d in drift] for snap, drift in report.drifted}
     assert fields == {mirrored[0].session_id: ["row"], mirrored[2].session_id: ["title"]}
@@ -86,9 +75,7 @@ def test_a_missing_row_and_a_lost_title_are_drift(mirrored: list[DemoSession], h
 
 
 def test_a_rename_in_the_hermes_cli_is_not_drift(mirrored: list[DemoSession], hermes_home: Path) -> None:
-    _tamper(
-        hermes_home / "state.db", "UPDATE sessions SET title = 'Renamed by me' WHERE id = ?", mirrored[0].session_id
-    )
+    tamper(hermes_home / "state.db", "UPDATE sessions SET title = 'Renamed by me' WHERE id = ?", mirrored[0].session_id)
     assert verify(scan_sessions(hermes_home / "webui" / "sessions").snapshots).drifted == []
 
 

@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_session, read_row
+from conftest import make_session, read_row, save_turn
 
 import webui_insights
 from webui_insights import installer
@@ -187,21 +187,15 @@ def test_a_thread_that_cannot_start_leaves_save_working_and_counts_the_loss(
 
 def test_deleted_then_recreated_state_db_gets_the_next_update(mirror, webui_dir: Path, hermes_home: Path) -> None:
     chat = make_session(webui_dir)
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     for name in ("state.db", "state.db-wal", "state.db-shm"):
         (hermes_home / name).unlink(missing_ok=True)
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert not (hermes_home / "state.db").exists()
     from webui_insights.sink import create_state_db
 
     create_state_db(hermes_home / "state.db")
-    chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
-    chat.save()
-    assert webui_insights.flush(5)
+    save_turn(chat, 1, 1)
     assert read_row(hermes_home / "state.db", chat.session_id)["input_tokens"] == 3  # type: ignore[index]
 
 
@@ -277,9 +271,7 @@ def test_exit_while_another_process_holds_the_lock_ends_within_the_budget(hermes
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_forked_child_mirrors_its_own_sessions_only(mirror, webui_dir: Path, hermes_home: Path) -> None:
     parent_chat = make_session(webui_dir)
-    parent_chat.add_turn("q", "a", input_tokens=11, output_tokens=1)
-    parent_chat.save()
-    assert webui_insights.flush(5)
+    save_turn(parent_chat, 11, 1)
     pending_chat = make_session(webui_dir)
     pending_chat.add_turn("q", "a", input_tokens=22, output_tokens=2)
     read_fd, write_fd = os.pipe()
@@ -326,9 +318,7 @@ def test_lone_surrogates_in_text_fields_are_replaced_like_hermes_does(
     odd.add_turn("q", "a", input_tokens=5, output_tokens=1)
     odd.save()
     good = make_session(webui_dir, title="fine")
-    good.add_turn("q", "a", input_tokens=7, output_tokens=1)
-    good.save()
-    assert webui_insights.flush(5)
+    save_turn(good, 7, 1)
     row = read_row(hermes_home / "state.db", odd.session_id)
     assert row is not None and (row["title"], row["model"]) == ("scraped \ufffd title", "m\ufffd")
     assert read_row(hermes_home / "state.db", good.session_id)["input_tokens"] == 7  # type: ignore[index]

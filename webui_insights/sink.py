@@ -272,15 +272,9 @@ class StateDB:
         title = self._insert_if_new(conn, snap, clean, set_count)
         if title is not _EXISTS:
             if clean and title is None:  # another chat holds it: the next lineage title
-                title = self._free_title(conn, clean, snap.session_id, taken=True)
-                if title is None:
-                    return f"no free lineage title for a {len(clean)}-character title"
-                try:
-                    conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, snap.session_id))
-                except sqlite3.IntegrityError as exc:
-                    return f"title refused by state.db: {exc}"
+                return self._take_title(conn, snap.session_id, clean, taken=True)
             if clean:
-                self._remember_title(conn, snap.session_id, clean, str(title))
+                self._remember_title(conn, snap.session_id, clean, clean)
             return problem
         row = conn.execute("SELECT title FROM sessions WHERE id = ?", (snap.session_id,)).fetchone()
         conn.execute(_EXACT_USAGE_SQL if exact else _FORWARD_USAGE_SQL, _usage_params(snap))
@@ -445,14 +439,18 @@ class StateDB:
             return None  # renamed outside the WebUI (hermes CLI): theirs wins
         if current is not None and last_base == clean:
             return None  # already there, possibly as "X #2"
-        title = self._free_title(conn, clean, snap.session_id)
+        return self._take_title(conn, snap.session_id, clean)
+
+    def _take_title(self, conn: sqlite3.Connection, session_id: str, clean: str, taken: bool = False) -> str | None:
+        """Give the chat ``clean`` or its next free lineage title; why not, if it could not."""
+        title = self._free_title(conn, clean, session_id, taken=taken)
         if title is None:
             return f"no free lineage title for a {len(clean)}-character title"
         try:
-            conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, snap.session_id))
+            conn.execute("UPDATE sessions SET title = ? WHERE id = ?", (title, session_id))
         except sqlite3.IntegrityError as exc:
             return f"title refused by state.db: {exc}"
-        self._remember_title(conn, snap.session_id, clean, title)
+        self._remember_title(conn, session_id, clean, title)
         return None
 
     def _remember_title(self, conn: sqlite3.Connection, session_id: str, base: str, written: str) -> None:
