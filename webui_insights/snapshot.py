@@ -232,19 +232,39 @@ def build_snapshot(
     A title or model of the wrong type refuses the whole snapshot: mirroring
     half a session would hide the problem.
     """
+    # This runs on the save path: the usual case (six plain non-negative
+    # ints) is checked in one expression, anything else field by field.
+    if not (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(cache_read_tokens) is int
+        and type(cache_write_tokens) is int
+        and type(reasoning_tokens) is int
+        and type(message_count) is int
+        and min(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, message_count)
+        >= 0
+        and max(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, message_count)
+        <= _MAX_INT
+    ):
+        input_tokens = _count("input_tokens", input_tokens)
+        output_tokens = _count("output_tokens", output_tokens)
+        cache_read_tokens = _count("cache_read_tokens", cache_read_tokens)
+        cache_write_tokens = _count("cache_write_tokens", cache_write_tokens)
+        reasoning_tokens = _count("reasoning_tokens", reasoning_tokens)
+        message_count = _count("message_count", message_count)
     return UsageSnapshot(
         check_session_id(session_id),
         check_profile(profile),
         _text("model", model, _MAX_MODEL_LEN),
         _text("title", title),
-        _count("input_tokens", input_tokens),
-        _count("output_tokens", output_tokens),
-        _count("cache_read_tokens", cache_read_tokens),
-        _count("cache_write_tokens", cache_write_tokens),
-        _count("reasoning_tokens", reasoning_tokens),
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
         _cost(estimated_cost_usd),
-        _count("message_count", message_count),
-        _optional_count("api_call_count", api_call_count),
+        message_count,
+        None if api_call_count is None else _count("api_call_count", api_call_count),
         _timestamp(created_at),
         _text("billing_provider", billing_provider, _MAX_MODEL_LEN),
         seq or next_sequence(),
@@ -309,27 +329,32 @@ class WebUISessionAdapter:
             count = len(messages) if messages is not None else 0
         except TypeError:
             count = -1
-        return (*values, count, getattr(session, "api_call_count", None))
+        return values + (count, getattr(session, "api_call_count", None))
 
     def __call__(self, session: Any) -> UsageSnapshot | None:
-        messages = getattr(session, "messages", None)
-        try:
-            message_count = len(messages) if messages is not None else 0
-        except TypeError:
-            raise InvalidSnapshot("bad_value", f"messages must be a list, got {_describe(messages)}") from None
+        return self.snapshot(session, self.fingerprint(session))
+
+    def snapshot(self, session: Any, fingerprint: tuple[Any, ...]) -> UsageSnapshot:
+        """The snapshot, reusing what ``fingerprint()`` already read."""
+        session_id, profile, tokens_in, tokens_out, cache_read, cache_write, cost, title, model, count, calls = (
+            fingerprint
+        )
+        if count < 0:
+            messages = getattr(session, "messages", None)
+            raise InvalidSnapshot("bad_value", f"messages must be a list, got {_describe(messages)}")
         return build_snapshot(
-            getattr(session, "session_id", None),
-            getattr(session, "profile", None),
-            getattr(session, "model", None),
-            getattr(session, "title", None),
-            getattr(session, "input_tokens", 0),
-            getattr(session, "output_tokens", 0),
-            getattr(session, "cache_read_tokens", 0),
-            getattr(session, "cache_write_tokens", 0),
+            session_id,
+            profile,
+            model,
+            title,
+            tokens_in,
+            tokens_out,
+            cache_read,
+            cache_write,
             getattr(session, "reasoning_tokens", 0),
-            getattr(session, "estimated_cost", None),
-            message_count,
-            getattr(session, "api_call_count", None),
+            cost,
+            count,
+            calls,
             getattr(session, "created_at", None),
             getattr(session, "model_provider", None),
         )

@@ -97,6 +97,8 @@ class Writer:
         self._on_start = on_start
         self._init_runtime_state()
         self._closed = False
+        self._queued = stats.counter("snapshots_queued")
+        self._coalesced = stats.counter("coalesced")
         self._fork_hook_registered = False
         self._exit_hook_registered = False
 
@@ -115,6 +117,9 @@ class Writer:
         self._failures: dict[Path, int] = {}
         self._fatal: dict[Path, tuple[int, int] | None] = {}
         self._thread: threading.Thread | None = None
+        # True while our thread runs its loop: the save path checks this flag
+        # instead of Thread.is_alive(), which takes a lock.
+        self._running = False
 
     # ------------------------------------------------------------ save path
 
@@ -127,30 +132,38 @@ class Writer:
             return False
         if not snapshot.seq:
             snapshot = snapshot._replace(seq=next_sequence())
-        key = snapshot.key
-        dropped: list[Key] = []
+        key = (snapshot.profile, snapshot.session_id)
+        pending = self._pending
         with self._lock:
-            old = self._pending.pop(key, None)
+            old = pending.pop(key, None)
             if old is not None:
-                self._stats.incr("coalesced")
                 snapshot = combine(old, snapshot)
-            self._pending[key] = snapshot
-            while len(self._pending) > self.config.max_pending:
-                oldest = next(iter(self._pending))
-                del self._pending[oldest]
-                dropped.append(oldest)
-        self._stats.incr("snapshots_queued")
-        for lost in dropped:
-            self._drop(lost, "queue_full")
-        if not self._ensure_thread():
+            pending[key] = snapshot
+            overflow = len(pending) > self.config.max_pending
+        next(self._queued)
+        if old is not None:
+            next(self._coalesced)
+        if overflow:
+            self._drop_oldest()
+        if not self._running and not self._ensure_thread():
             with self._lock:
-                if self._pending.get(key) is snapshot:
-                    del self._pending[key]
+                if pending.get(key) is snapshot:
+                    del pending[key]
             self._drop(key, "thread_start_failed")
             return False
         if not self._wake.is_set():
             self._wake.set()
-        return key not in dropped
+        return key in pending
+
+    def _drop_oldest(self) -> None:
+        dropped: list[Key] = []
+        with self._lock:
+            while len(self._pending) > self.config.max_pending:
+                oldest = next(iter(self._pending))
+                del self._pending[oldest]
+                dropped.append(oldest)
+        for key in dropped:
+            self._drop(key, "queue_full")
 
     def pending_count(self) -> int:
         with self._lock:
@@ -255,6 +268,13 @@ class Writer:
     # ---------------------------------------------------------- the thread
 
     def _run(self) -> None:
+        self._running = True
+        try:
+            self._loop()
+        finally:
+            self._running = False
+
+    def _loop(self) -> None:
         try:
             # Import hermes-agent now, while the interpreter is far from
             # exit: during shutdown its import fails (it registers atexit work).
@@ -420,18 +440,12 @@ class Writer:
         self._requeue(snaps)
 
     def _requeue(self, snaps: list[UsageSnapshot]) -> None:
-        """Put failed snapshots back unless a newer one of the same chat arrived."""
-        dropped: list[Key] = []
+        """Put failed snapshots back, merged with any newer one of the same chat."""
         with self._lock:
             for snap in snaps:
                 newer = self._pending.get(snap.key)
                 self._pending[snap.key] = snap if newer is None else combine(snap, newer)
-            while len(self._pending) > self.config.max_pending:
-                oldest = next(iter(self._pending))
-                del self._pending[oldest]
-                dropped.append(oldest)
-        for key in dropped:
-            self._drop(key, "queue_full")
+        self._drop_oldest()
 
     def _drop(self, key: Key, reason: str) -> None:
         self._stats.drop(reason)
