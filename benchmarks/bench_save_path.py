@@ -63,8 +63,8 @@ def _per_call(fn: Callable[[], object], calls: int, samples: int) -> float:
     return statistics.median(results)
 
 
-def _added(base: Callable[[], object], wrapped: Callable[[], object], calls: int, samples: int) -> float:
-    """Median over samples of (wrapped − base) per call, the two run back to back.
+def _added(base: Callable[[], object], wrapped: Callable[[], object], calls: int, samples: int) -> list[float]:
+    """Per sample, (wrapped − base) per call, the two run back to back.
 
     Alternating the two in every sample keeps a shared, noisy machine's
     drift out of the difference; like timeit, the garbage collector is off
@@ -86,7 +86,7 @@ def _added(base: Callable[[], object], wrapped: Callable[[], object], calls: int
     finally:
         if gc_was_on:
             gc.enable()
-    return statistics.median(differences)
+    return differences
 
 
 def _home() -> Path:
@@ -113,8 +113,8 @@ def _unwrapped(cls: type) -> Callable[..., Any]:
     return method.__wrapped__ if isinstance(method, wrapt.FunctionWrapper) else method
 
 
-def measure_added_cost() -> tuple[float, float]:
-    """(added to an unchanged save, added to a save that queues), in seconds, in this process."""
+def measure_added_cost() -> tuple[list[float], list[float]]:
+    """Samples of what is added to an unchanged save and to a save that queues, in seconds."""
     _home()
     plain = BareSession("a1a1a1a1a1a1")
     plain_save = _unwrapped(BareSession).__get__(plain)
@@ -122,7 +122,7 @@ def measure_added_cost() -> tuple[float, float]:
     _install(WriterConfig(debounce_s=30.0))  # keep the writer thread out of the timing loop
     unchanged = BareSession("b2b2b2b2b2b2")
     unchanged.save()  # first save queues; the ones timed below have nothing new
-    added_unchanged = _added(plain_save, unchanged.save, 20000, 21)
+    added_unchanged = _added(plain_save, unchanged.save, 2000, 201)
 
     changing = BareSession("c3c3c3c3c3c3")
 
@@ -134,7 +134,7 @@ def measure_added_cost() -> tuple[float, float]:
         changing.input_tokens += 1
         plain_save()
 
-    added_queued = _added(plain_with_new_usage, save_with_new_usage, 5000, 21)
+    added_queued = _added(plain_with_new_usage, save_with_new_usage, 500, 201)
     installer._reset_for_tests()
     return added_unchanged, added_queued
 
@@ -143,13 +143,15 @@ PROCESSES = 5
 
 
 def _added_cost_in_processes() -> tuple[list[float], list[float]]:
-    """Measure in fresh processes, one after the other.
+    """Samples from fresh processes, one after the other, pooled.
 
-    On this shared machine a whole process runs at one of two speeds
-    (about 2× apart, whatever the hash seed or core); the median over
-    several processes reports the usual one, and the range shows both.
+    This shared VM runs Python at one of two speeds, switching about every
+    second (a bare function call takes ~31 or ~57 ns): short interleaved
+    samples keep each difference within one phase, and pooling the samples
+    of several processes gives the median over whatever mix the run saw.
     """
-    unchanged, queued = [], []
+    unchanged: list[float] = []
+    queued: list[float] = []
     code = "import json; from benchmarks.bench_save_path import measure_added_cost as m; print(json.dumps(m()))"
     root = Path(__file__).resolve().parent.parent
     for _ in range(PROCESSES):
@@ -157,8 +159,8 @@ def _added_cost_in_processes() -> tuple[list[float], list[float]]:
             [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=600, check=True
         )
         a, b = json.loads(done.stdout.strip().splitlines()[-1])
-        unchanged.append(a)
-        queued.append(b)
+        unchanged += a
+        queued += b
     return unchanged, queued
 
 
@@ -169,7 +171,8 @@ def bench_added_cost() -> tuple[list[Row], float]:
     added_queued = statistics.median(queued_runs)
 
     def spread(values: list[float]) -> str:
-        return f"{min(values) * 1e6:.2f}–{max(values) * 1e6:.2f}"
+        low, high = statistics.quantiles(values, n=4)[0], statistics.quantiles(values, n=4)[2]
+        return f"quartiles {low * 1e6:.2f}–{high * 1e6:.2f}"
 
     # The inline approach a bridge inside the save would take, per turn.
     hs = sink.hermes_state()
@@ -194,13 +197,13 @@ def bench_added_cost() -> tuple[list[Row], float]:
     rows = [
         Row("host save (JSON file, WebUI-like), median", f"{json_save * 1e3:.2f} ms", "", None),
         Row(
-            f"added to a save with nothing new, median of {PROCESSES} processes ({spread(unchanged_runs)})",
+            f"added to a save with nothing new, median ({spread(unchanged_runs)})",
             f"{added_unchanged * 1e6:.2f} µs",
             "≤ 2 µs",
             added_unchanged <= 2e-6,
         ),
         Row(
-            f"added to a save that queues a snapshot, median of {PROCESSES} processes ({spread(queued_runs)})",
+            f"added to a save that queues a snapshot, median ({spread(queued_runs)})",
             f"{added_queued * 1e6:.2f} µs",
             "≤ 10 µs",
             added_queued <= 10e-6,

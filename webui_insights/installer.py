@@ -147,55 +147,77 @@ def capture(session: Any, state: _Installation | None = None) -> bool:
         return False
 
 
-def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageSnapshot | None]) -> bool:
-    # The first lines run on every save: keep them to counters and a compare.
+def _capture(
+    session: Any,
+    state: _Installation,
+    adapter: Callable[[Any], UsageSnapshot | None],
+    fingerprint: tuple[Any, ...] | None = None,
+) -> bool:
+    """The save hook's work; ``fingerprint``, when the caller already read it."""
     next(state.saves_seen)
     if not state.switch.enabled():
         next(state.skipped_disabled)
         return False
-    stats = state.stats
     fingerprint_of = getattr(adapter, "fingerprint", None)
-    key = None
-    if fingerprint_of is not None:
+    if fingerprint is None and fingerprint_of is not None:
         fingerprint = fingerprint_of(session)
-        sid, profile = fingerprint[0], fingerprint[1]
-        if type(sid) is str and (profile is None or type(profile) is str):
-            key = (profile, sid)
-            if state.gate.get(key) == fingerprint:
-                next(state.skipped_unchanged)
-                return False
+    key = _gate_key(fingerprint)
+    if key is not None and state.gate.get(key) == fingerprint:
+        next(state.skipped_unchanged)
+        return False
     try:
-        if type(adapter) is WebUISessionAdapter and fingerprint_of is not None:
-            # The default adapter validates while it reads, from the fingerprint.
-            snapshot = adapter.snapshot(session, fingerprint)
-        else:
-            raw = adapter(session)
-            if raw is None:
-                stats.skip("blank")
-                return False
-            snapshot = checked(raw)
+        snapshot = _read_snapshot(session, adapter, fingerprint)
     except InvalidSnapshot as exc:
-        stats.skip(exc.reason)
-        state.log.warning(
-            "invalid:" + exc.reason,
-            "webui-insights: not mirroring a chat (%s): %s",
-            exc.reason,
-            exc,
-        )
+        state.stats.skip(exc.reason)
+        state.log.warning("invalid:" + exc.reason, "webui-insights: not mirroring a chat (%s): %s", exc.reason, exc)
         if key is not None:
-            state.gate[key] = fingerprint  # count a bad session once per change
+            _remember(state, key, fingerprint)  # count a bad session once per change
         return False
-    if fingerprint_of is None:
-        fingerprint = snapshot.fingerprint()
-        key = snapshot.key
+    if snapshot is not None and fingerprint is None:
+        # An adapter without a cheap fingerprint: compare whole snapshots.
+        fingerprint, key = snapshot.fingerprint(), snapshot.key
         if state.gate.get(key) == fingerprint:
-            stats.skip("unchanged")
+            next(state.skipped_unchanged)
             return False
-    elif key is None:
-        key = snapshot.key
-    if snapshot.is_blank:
-        stats.skip("blank")
+    if key is not None:
+        _remember(state, key, fingerprint)
+    if snapshot is None or snapshot.is_blank:
+        state.stats.skip("blank")
         return False
+    if state.transcripts.enabled():
+        messages = getattr(session, "messages", None)
+        if isinstance(messages, (list, tuple)):
+            tracker = state.tracker
+            with tracker.lock:
+                # Deltas are built one on the other: number them in that order.
+                delta = tracker.delta(snapshot.key, messages)
+                snapshot = snapshot._replace(transcript=delta, seq=next_sequence())
+    return state.get_writer().submit(snapshot)
+
+
+def _gate_key(fingerprint: tuple[Any, ...] | None) -> tuple[str | None, str] | None:
+    """(profile, session_id) from a fingerprint, if both can be dict keys."""
+    if fingerprint is None:
+        return None
+    sid, profile = fingerprint[0], fingerprint[1]
+    if type(sid) is str and (profile is None or type(profile) is str):
+        return (profile or None, sid)
+    return None
+
+
+def _read_snapshot(
+    session: Any, adapter: Callable[[Any], UsageSnapshot | None], fingerprint: tuple[Any, ...] | None
+) -> UsageSnapshot | None:
+    """A validated snapshot (None: nothing to mirror); raises InvalidSnapshot."""
+    if fingerprint is not None and type(adapter) is WebUISessionAdapter:
+        # The default adapter validates while it builds, from what it already read.
+        return adapter.snapshot(session, fingerprint)
+    raw = adapter(session)
+    return None if raw is None else checked(raw)
+
+
+def _remember(state: _Installation, key: tuple[str | None, str], fingerprint: Any) -> None:
+    """What was last queued (or refused) for ``key``; the oldest is forgotten past the limit."""
     gate = state.gate
     gate.pop(key, None)
     gate[key] = fingerprint
@@ -206,15 +228,6 @@ def _capture(session: Any, state: _Installation, adapter: Callable[[Any], UsageS
             state.tracker.forget(forgotten)
         except (StopIteration, KeyError, RuntimeError):
             pass
-    if state.transcripts.enabled():
-        messages = getattr(session, "messages", None)
-        if isinstance(messages, (list, tuple)):
-            tracker = state.tracker
-            with tracker.lock:
-                # Deltas are built one on the other: number them in that order.
-                delta = tracker.delta(key, messages)
-                snapshot = snapshot._replace(transcript=delta, seq=next_sequence())
-    return state.get_writer().submit(snapshot)
 
 
 def _make_save_wrapper(state: _Installation, adapter: Callable[[Any], UsageSnapshot | None]) -> Callable[..., Any]:
@@ -225,24 +238,27 @@ def _make_save_wrapper(state: _Installation, adapter: Callable[[Any], UsageSnaps
     """
     fingerprint_of = getattr(adapter, "fingerprint", None)
     gate, saves_seen, unchanged = state.gate, state.saves_seen, state.skipped_unchanged
+    switch_enabled = state.switch.enabled  # install() sets the switch before it wraps
 
     def save_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         result = wrapped(*args, **kwargs)
         try:
             session = instance if instance is not None else (args[0] if args else None)
-            if fingerprint_of is not None and state.switch.enabled():
+            fingerprint = None
+            if fingerprint_of is not None and switch_enabled():
                 fingerprint = fingerprint_of(session)
                 sid, profile = fingerprint[0], fingerprint[1]
-                # Only str keys are looked up: a bad id or profile goes on to be refused and counted.
+                # Inline _gate_key: only str keys are looked up; a bad id or
+                # profile goes on to _capture, to be refused and counted.
                 if (
                     type(sid) is str
                     and (profile is None or type(profile) is str)
-                    and gate.get((profile, sid)) == fingerprint
+                    and gate.get((profile or None, sid)) == fingerprint
                 ):
                     next(saves_seen)
                     next(unchanged)
                     return result
-            _capture(session, state, adapter)
+            _capture(session, state, adapter, fingerprint)
         except Exception as exc:
             report_internal_error(state.stats, state.log, "save hook", exc)
         return result

@@ -39,6 +39,11 @@ _MAX_INT = 2**63 - 1
 _SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
 _MAX_MODEL_LEN = 256
 
+# Ids already matched against _SESSION_ID_RE: a chat is saved many times.
+_checked_ids: set[str] = set()
+# Before this (2100-01-01), a float created_at needs no clock read to be plausible.
+_SANE_TIMESTAMP = 4_102_444_800.0
+
 # Per-process order of snapshots: a later read of a session always has a
 # higher number, which is how the writer refuses to write an older state.
 _sequence = itertools.count(1)
@@ -167,17 +172,18 @@ def _text(name: str, value: Any, limit: int | None = None) -> str | None:
         return None
     if type(value) is not str:
         raise InvalidSnapshot("bad_value", f"{name} must be a string, got {_describe(value)}")
-    if limit is not None and len(value) > limit:
-        raise InvalidSnapshot("bad_value", f"{name} is {len(value)} characters long (max {limit})")
-    if not value.isascii():
-        value = scrub_surrogates(value)
-    return value
+    text: str = value
+    if limit is not None and len(text) > limit:
+        raise InvalidSnapshot("bad_value", f"{name} is {len(text)} characters long (max {limit})")
+    return text if text.isascii() else scrub_surrogates(text)
 
 
 
 def _timestamp(value: Any) -> float | None:
     if value is None:
         return None
+    if type(value) is float and 0.0 < value < _SANE_TIMESTAMP:  # the usual case: no clock read
+        return value
     if type(value) in (int, float) and math.isfinite(value) and 0 < value <= time.time() + 86400:
         return float(value)
     raise InvalidSnapshot("bad_value", f"created_at must be an epoch timestamp, got {_describe(value)}")
@@ -191,7 +197,12 @@ def _describe(value: Any) -> str:
 
 
 def check_session_id(value: Any) -> str:
+    if type(value) is str and value in _checked_ids:
+        return value
     if type(value) is str and _SESSION_ID_RE.fullmatch(value):
+        if len(_checked_ids) >= 4096:
+            _checked_ids.clear()
+        _checked_ids.add(value)
         return value
     raise InvalidSnapshot(
         "invalid_session_id", f"session_id must match {_SESSION_ID_RE.pattern}, got {_describe(value)}"
@@ -325,6 +336,8 @@ class WebUISessionAdapter:
         except AttributeError:
             values = tuple(getattr(session, name, None) for name in _WEBUI_FIELDS)
         messages = getattr(session, "messages", None)
+        if type(messages) is list:  # the usual case, without a try
+            return values + (len(messages), getattr(session, "api_call_count", None))
         try:
             count = len(messages) if messages is not None else 0
         except TypeError:

@@ -114,13 +114,14 @@ def _text(value: Any, limit: int) -> str | None:
         return None
     if not isinstance(value, str):
         value = json.dumps(value, ensure_ascii=False, default=str)
-    if not value.isascii():
-        value = scrub_surrogates(value)
-    if len(value) > 256 and "base64," in value:
-        value = _DATA_URL.sub("[inline attachment omitted]", value)
-    if len(value) > limit:
-        value = value[:limit] + f" [… {len(value) - limit} characters omitted]"
-    return value
+    text: str = value
+    if not text.isascii():
+        text = scrub_surrogates(text)
+    if len(text) > 256 and "base64," in text:
+        text = _DATA_URL.sub("[inline attachment omitted]", text)
+    if len(text) > limit:
+        text = text[:limit] + f" [… {len(text) - limit} characters omitted]"
+    return text
 
 
 def _content(content: Any) -> str | None:
