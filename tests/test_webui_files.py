@@ -108,3 +108,22 @@ def test_a_missing_created_at_falls_back_to_the_last_save(tmp_path: Path) -> Non
     data["updated_at"] = 1_650_000_000.0
     chat.path.write_text(json.dumps(data))
     assert read_session_file(chat.path).created_at == 1_650_000_000.0
+
+
+def test_parsing_in_worker_processes_gives_the_same_scan(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import webui_insights.webui_files as webui_files
+    from webui_insights.demo_host import DemoSession
+
+    for n in range(30):
+        chat = DemoSession(tmp_path, title=f"Chat {n}")
+        chat.add_turn("q", "a", input_tokens=n + 1, output_tokens=1)
+        chat.save()
+    (tmp_path / "sessions" / "badbadbadbad.json").write_text("{not json")
+    monkeypatch.setattr(webui_files, "_PARALLEL_FROM", 1)
+    here = webui_files.scan_sessions(tmp_path / "sessions")
+    forked = webui_files.scan_sessions(tmp_path / "sessions", workers=2)
+    assert forked.files == here.files == 31
+    assert forked.bad == here.bad and len(forked.bad) == 1
+    assert [s[:12] for s in forked.snapshots] == [s[:12] for s in here.snapshots]

@@ -118,6 +118,7 @@ def backfill(
 ) -> BackfillReport:
     """Write the chats of ``scan`` that state.db does not have yet.
 
+    ``progress(done, total)`` counts chats, as each chunk is written.
     Exceptions from state.db (locked past SessionDB's patience, hermes-agent
     missing) propagate after the chunks before them committed: a rerun
     resumes. A missing state.db is reported, not raised.
@@ -132,22 +133,15 @@ def backfill(
         dry_run=dry_run,
     )
     plans = plan(scan, report)
-    total = report.to_write
+    total, done = report.to_write, 0
     if not dry_run and total:
-        done = 0
         if progress:
             progress(0, total)
         for item in plans:
             db = open_db(item.path)
             try:
                 for part in iter_chunks(item.snapshots, chunk):
-                    write_started = time.perf_counter()
-                    result = db.write(part)
-                    report.write_s += time.perf_counter() - write_started
-                    report.written += len(result.written)
-                    report.transactions += result.transactions
-                    report.max_lock_hold_s = max(report.max_lock_hold_s, result.max_lock_hold_s)
-                    report.title_rejected.extend((s.session_id, why) for s, why in result.title_rejected)
+                    _write(db, part, report)
                     done += len(part)
                     if progress:
                         progress(done, total)
@@ -155,3 +149,14 @@ def backfill(
                 db.close()
     report.total_s = time.perf_counter() - started
     return report
+
+
+def _write(db: Any, part: list[UsageSnapshot], report: BackfillReport) -> None:
+    """One chunk, committed on its own, counted into ``report``."""
+    write_started = time.perf_counter()
+    result = db.write(part)
+    report.write_s += time.perf_counter() - write_started
+    report.written += len(result.written)
+    report.transactions += result.transactions
+    report.max_lock_hold_s = max(report.max_lock_hold_s, result.max_lock_hold_s)
+    report.title_rejected.extend((s.session_id, why) for s, why in result.title_rejected)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sqlite3
 import sys
 from collections.abc import Sequence
@@ -221,7 +222,11 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     from .webui_files import scan_sessions
 
     scan = scan_sessions(
-        _sessions_dir(args), since=args.since, profile=_check_profile(args.profile), transcripts=args.transcripts
+        _sessions_dir(args),
+        since=args.since,
+        profile=_check_profile(args.profile),
+        transcripts=args.transcripts,
+        workers=os.cpu_count() or 1,  # the CLI is a process of its own: parse in parallel
     )
     progress = _ProgressBar(err)
     try:
@@ -288,7 +293,11 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from .webui_files import scan_sessions
 
     scan = scan_sessions(
-        _sessions_dir(args), since=args.since, profile=_check_profile(args.profile), transcripts=args.transcripts
+        _sessions_dir(args),
+        since=args.since,
+        profile=_check_profile(args.profile),
+        transcripts=args.transcripts,
+        workers=os.cpu_count() or 1,  # the CLI is a process of its own: parse in parallel
     )
     report = verify(scan.snapshots, fix=args.fix)
     for name, reason in scan.bad:

@@ -178,7 +178,6 @@ def _text(name: str, value: Any, limit: int | None = None) -> str | None:
     return text if text.isascii() else scrub_surrogates(text)
 
 
-
 def _timestamp(value: Any) -> float | None:
     if value is None:
         return None

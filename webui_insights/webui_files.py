@@ -14,8 +14,10 @@ text into a report (reasons name the file and the field, not its content).
 from __future__ import annotations
 
 import json
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,9 @@ class BadSessionFile(ValueError):
         super().__init__(f"{name}: {reason}")
         self.name = name
         self.reason = reason
+
+    def __reduce__(self) -> tuple[type[BadSessionFile], tuple[str, str]]:
+        return (BadSessionFile, (self.name, self.reason))  # crosses from a reader process
 
 
 def default_sessions_dir() -> Path:
@@ -151,35 +156,91 @@ def scan_sessions(
     profile: str | None = None,
     keep: Callable[[UsageSnapshot], bool] | None = None,
     transcripts: bool = False,
+    workers: int = 0,
 ) -> Scan:
     """Read every session file; bad ones are listed in ``bad``, blank chats counted.
 
     ``since`` keeps chats created at or after that epoch time; ``profile``
     keeps one profile's chats ("default" is the chats with no profile);
-    ``transcripts`` also reads each chat's messages (for transcript mirroring).
+    ``transcripts`` also reads each chat's messages (for transcript mirroring);
+    ``workers``: see ``iter_scans``.
     """
     directory = Path(directory) if directory is not None else default_sessions_dir()
     result = Scan(directory)
-    wanted_profile = None if profile == "default" else profile
-    for path in iter_session_files(directory):
-        result.files += 1
-        try:
-            snap = read_session_file(path, transcripts=transcripts)
-        except BadSessionFile as exc:
-            result.bad.append((exc.name, exc.reason))
-            continue
-        if snap.is_blank:
-            result.blank += 1  # the live mirror skips these too
-            continue
-        if (
-            (profile is not None and snap.profile != wanted_profile)
-            or (since is not None and (snap.created_at or 0.0) < since)
-            or (keep is not None and not keep(snap))
-        ):
-            result.filtered += 1
-            continue
-        result.snapshots.append(snap)
+    for part in iter_scans(
+        directory, since=since, profile=profile, keep=keep, transcripts=transcripts, workers=workers
+    ):
+        result.files += part.files
+        result.snapshots += part.snapshots
+        result.bad += part.bad
+        result.blank += part.blank
+        result.filtered += part.filtered
     return result
+
+
+def iter_scans(
+    directory: Path | None = None,
+    *,
+    since: float | None = None,
+    profile: str | None = None,
+    keep: Callable[[UsageSnapshot], bool] | None = None,
+    transcripts: bool = False,
+    workers: int = 0,
+    chunk: int = 1000,
+) -> Iterator[Scan]:
+    """``scan_sessions`` in parts of ``chunk`` files, in file order, as they are read.
+
+    ``workers`` ≥ 1 parses in that many forked processes (JSON decoding is
+    most of a backfill's reading) while the caller works on the parts
+    already read; 0 reads in this process. Forking is only for a process of
+    its own, such as the CLI: never inside a host that runs threads.
+    """
+    directory = Path(directory) if directory is not None else default_sessions_dir()
+    wanted_profile = None if profile == "default" else profile
+    paths = iter_session_files(directory)
+    for items in _read_parts(paths, transcripts, workers, chunk):
+        part = Scan(directory, files=len(items))
+        for item in items:
+            if isinstance(item, BadSessionFile):
+                part.bad.append((item.name, item.reason))
+            elif item.is_blank:
+                part.blank += 1  # the live mirror skips these too
+            elif (
+                (profile is not None and item.profile != wanted_profile)
+                or (since is not None and (item.created_at or 0.0) < since)
+                or (keep is not None and not keep(item))
+            ):
+                part.filtered += 1
+            else:
+                part.snapshots.append(item)
+        yield part
+
+
+# Below this many files, starting worker processes costs more than it saves.
+_PARALLEL_FROM = 2000
+
+
+def _read_chunk(paths: list[str], transcripts: bool) -> list[UsageSnapshot | BadSessionFile]:
+    out: list[UsageSnapshot | BadSessionFile] = []
+    for path in paths:
+        try:
+            out.append(read_session_file(path, transcripts=transcripts))
+        except BadSessionFile as exc:
+            out.append(exc)
+    return out
+
+
+def _read_parts(
+    paths: list[str], transcripts: bool, workers: int, chunk: int
+) -> Iterator[list[UsageSnapshot | BadSessionFile]]:
+    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    workers = min(workers, os.cpu_count() or 1)
+    if workers < 1 or len(paths) < _PARALLEL_FROM or "fork" not in multiprocessing.get_all_start_methods():
+        for part in chunks:
+            yield _read_chunk(part, transcripts)
+        return
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        yield from pool.map(_read_chunk, chunks, [transcripts] * len(chunks))
 
 
 def iter_chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
