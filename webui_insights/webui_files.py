@@ -162,58 +162,30 @@ def scan_sessions(
 
     ``since`` keeps chats created at or after that epoch time; ``profile``
     keeps one profile's chats ("default" is the chats with no profile);
-    ``transcripts`` also reads each chat's messages (for transcript mirroring);
-    ``workers``: see ``iter_scans``.
+    ``transcripts`` also reads each chat's messages (for transcript mirroring).
+    ``workers`` ≥ 1 parses in that many forked processes (JSON decoding is
+    most of a backfill's reading). Forking is only for a process of its own,
+    such as the CLI: never inside a host that runs threads.
     """
     directory = Path(directory) if directory is not None else default_sessions_dir()
     result = Scan(directory)
-    for part in iter_scans(
-        directory, since=since, profile=profile, keep=keep, transcripts=transcripts, workers=workers
-    ):
-        result.files += part.files
-        result.snapshots += part.snapshots
-        result.bad += part.bad
-        result.blank += part.blank
-        result.filtered += part.filtered
-    return result
-
-
-def iter_scans(
-    directory: Path | None = None,
-    *,
-    since: float | None = None,
-    profile: str | None = None,
-    keep: Callable[[UsageSnapshot], bool] | None = None,
-    transcripts: bool = False,
-    workers: int = 0,
-    chunk: int = 1000,
-) -> Iterator[Scan]:
-    """``scan_sessions`` in parts of ``chunk`` files, in file order, as they are read.
-
-    ``workers`` ≥ 1 parses in that many forked processes (JSON decoding is
-    most of a backfill's reading) while the caller works on the parts
-    already read; 0 reads in this process. Forking is only for a process of
-    its own, such as the CLI: never inside a host that runs threads.
-    """
-    directory = Path(directory) if directory is not None else default_sessions_dir()
     wanted_profile = None if profile == "default" else profile
-    paths = iter_session_files(directory)
-    for items in _read_parts(paths, transcripts, workers, chunk):
-        part = Scan(directory, files=len(items))
+    for items in _read_parts(iter_session_files(directory), transcripts, workers, chunk=1000):
+        result.files += len(items)
         for item in items:
             if isinstance(item, BadSessionFile):
-                part.bad.append((item.name, item.reason))
+                result.bad.append((item.name, item.reason))
             elif item.is_blank:
-                part.blank += 1  # the live mirror skips these too
+                result.blank += 1  # the live mirror skips these too
             elif (
                 (profile is not None and item.profile != wanted_profile)
                 or (since is not None and (item.created_at or 0.0) < since)
                 or (keep is not None and not keep(item))
             ):
-                part.filtered += 1
+                result.filtered += 1
             else:
-                part.snapshots.append(item)
-        yield part
+                result.snapshots.append(item)
+    return result
 
 
 # Below this many files, starting worker processes costs more than it saves.
