@@ -325,6 +325,10 @@ def main(argv: list[str] | None = None) -> int:
         shown = ["python", "compat/run_matrix.py", *(argv or [])] + (["--", *extra] if extra else [])
         write_results(outcomes, " ".join(shown))
         print(f"wrote {RESULTS.relative_to(ROOT)}")
+    passed = sum(o.passed for o in outcomes)
+    failed = sum(o.failed + o.errors for o in outcomes)
+    skipped = sum(o.skipped for o in outcomes)
+    print(f"compat: {passed} passed, {failed} failed, {skipped} skipped")  # the CI's closing line
     return 0 if all(o.ok for o in outcomes) else 1
 
 
