@@ -18,7 +18,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-__all__ = ["main", "build_parser"]
+__all__ = ["main", "build_parser", "BACKFILL_READERS"]
+
+# The CLI is a process of its own: backfill parses session files in forked
+# reader processes and writes each part while the next ones are read.
+BACKFILL_READERS = os.cpu_count() or 1
 
 EXIT_OK = 0
 EXIT_ATTENTION = 1
@@ -219,18 +223,18 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     from .backfill import backfill
     from .sink import HermesStateUnavailable
-    from .webui_files import scan_sessions
+    from .webui_files import iter_scans
 
-    scan = scan_sessions(
+    parts = iter_scans(
         _sessions_dir(args),
         since=args.since,
         profile=_check_profile(args.profile),
         transcripts=args.transcripts,
-        workers=os.cpu_count() or 1,  # the CLI is a process of its own: parse in parallel
+        workers=BACKFILL_READERS,
     )
     progress = _ProgressBar(err)
     try:
-        report = backfill(scan, dry_run=args.dry_run, progress=None if args.json else progress)
+        report = backfill(parts, dry_run=args.dry_run, progress=None if args.json else progress)
     except KeyboardInterrupt:
         print(f"\nbackfill interrupted after {progress.done} chats; run the same command again to resume", file=err)
         return EXIT_INTERRUPTED

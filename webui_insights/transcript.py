@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import operator
 import re
 import threading
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 __all__ = [
@@ -187,8 +187,11 @@ def content_fingerprint(messages: Iterable[tuple[str, str | None]]) -> str:
     return digest.hexdigest()
 
 
-class _Seen(NamedTuple):
-    messages: list[Any]  # the host's message objects, for an identity check
+@dataclass(slots=True)
+class _Seen:
+    """One chat as last queued; only the tracker touches it, under its lock."""
+
+    messages: list[Any]  # the host's message objects, to compare with
     rows: list[MessageRow]
     links: list[str]
 
@@ -196,7 +199,7 @@ class _Seen(NamedTuple):
 class TranscriptTracker:
     """Remembers, per chat, which messages the save path has already queued.
 
-    A save costs one identity comparison per known message (at C speed), a
+    A save costs one comparison of the known messages (at C speed), a
     re-read of the last one (streaming edits it in place) and a conversion of
     the new ones. Anything else — fewer messages, an earlier message replaced
     — becomes a delta that keeps the unchanged prefix and replaces the rest.
@@ -224,19 +227,29 @@ class TranscriptTracker:
             keep -= 1  # the last known message was edited in place
         known = len(seen.rows)
         prev_chain = seen.links[-1] if seen.links else EMPTY_CHAIN
+        seen.messages = current
         if keep == known == len(current):
-            self._seen[key] = seen._replace(messages=current)
             return TranscriptDelta(known, (), known, prev_chain, prev_chain)
         new_rows = [to_row(m) for m in current[keep:]]
         base = seen.links[keep - 1] if keep else EMPTY_CHAIN
-        self._seen[key] = _Seen(current, seen.rows[:keep] + new_rows, seen.links[:keep] + chain(new_rows, base))
+        # In place: a long chat's lists are not copied on every turn.
+        del seen.rows[keep:], seen.links[keep:]
+        seen.rows += new_rows
+        seen.links += chain(new_rows, base)
         return TranscriptDelta(keep, tuple(new_rows), known, prev_chain, base)
 
 
 def _common_prefix(old: list[Any], new: list[Any]) -> int:
-    """How many leading messages are the very same objects."""
-    same = list(map(operator.is_, old, new))
-    try:
-        return same.index(False)
-    except ValueError:
-        return len(same)
+    """How many leading messages are unchanged (the same object, or equal).
+
+    The usual case, messages appended, is one list comparison in C (it
+    checks identity before equality); only a rewrite walks the lists here.
+    Equal-but-new dicts count as unchanged, so a host that reloads a chat
+    from its file does not make us resend it.
+    """
+    if len(new) >= len(old) and new[: len(old)] == old:
+        return len(old)
+    for index, (before, after) in enumerate(zip(old, new, strict=False)):
+        if before is not after and before != after:
+            return index
+    return min(len(old), len(new))
