@@ -271,3 +271,14 @@ def test_lone_surrogates_in_messages_are_replaced_not_fatal(transcripts, webui_d
     chat.save()
     assert webui_insights.flush(5)
     assert [r[1] for r in _messages(hermes_home / "state.db", chat.session_id)] == ["scraped \ufffd text", "ok"]
+
+
+def test_a_chat_reloaded_from_its_file_is_not_resent() -> None:
+    import copy
+
+    tracker = TranscriptTracker()
+    messages: list[dict[str, Any]] = [{"role": "user", "content": str(n)} for n in range(50)]
+    tracker.delta("k", messages)
+    reloaded = copy.deepcopy(messages) + [{"role": "assistant", "content": "new"}]  # equal, not the same objects
+    delta = tracker.delta("k", reloaded)
+    assert (delta.keep, [r.content for r in delta.rows]) == (50, ["new"])
