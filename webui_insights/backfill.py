@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -109,7 +109,7 @@ def plan(scan: Scan, report: BackfillReport) -> list[_Plan]:
 
 
 def backfill(
-    scan: Scan | Iterable[Scan],
+    scan: Scan,
     *,
     dry_run: bool = False,
     progress: Progress | None = None,
@@ -118,36 +118,35 @@ def backfill(
 ) -> BackfillReport:
     """Write the chats of ``scan`` that state.db does not have yet.
 
-    ``scan`` may come in parts (``webui_files.iter_scans``): each part is
-    planned and written while worker processes read the next ones.
-    ``progress(done, total)`` counts the chats written of those planned so far.
+    ``progress(done, total)`` counts the chats written of those to write.
     Exceptions from state.db (locked past SessionDB's patience, hermes-agent
     missing) propagate after the chunks before them committed: a rerun
     resumes. A missing state.db is reported, not raised.
     """
     started = time.perf_counter()
-    report = BackfillReport(dry_run=dry_run)
-    handles: dict[Path, Any] = {}
-    done = 0
-    try:
-        for part in [scan] if isinstance(scan, Scan) else scan:
-            report.files += part.files
-            report.bad += part.bad
-            report.blank += part.blank
-            report.filtered += part.filtered
-            report.sessions += len(part.snapshots)
-            for item in plan(part, report):
-                if dry_run:
-                    continue
-                db = handles.get(item.path) or handles.setdefault(item.path, open_db(item.path))
+    report = BackfillReport(
+        files=scan.files,
+        bad=list(scan.bad),
+        blank=scan.blank,
+        filtered=scan.filtered,
+        sessions=len(scan.snapshots),
+        dry_run=dry_run,
+    )
+    plans = plan(scan, report)
+    total, done = report.to_write, 0
+    if not dry_run and total:
+        if progress:
+            progress(0, total)
+        for item in plans:
+            db = open_db(item.path)
+            try:
                 for piece in iter_chunks(item.snapshots, chunk):
                     _write(db, piece, report)
                     done += len(piece)
                     if progress:
-                        progress(done, report.to_write)
-    finally:
-        for db in handles.values():
-            db.close()
+                        progress(done, total)
+            finally:
+                db.close()
     report.total_s = time.perf_counter() - started
     return report
 

@@ -20,8 +20,9 @@ from typing import Any, TextIO
 
 __all__ = ["main", "build_parser", "BACKFILL_READERS"]
 
-# The CLI is a process of its own: backfill parses session files in forked
-# reader processes and writes each part while the next ones are read.
+# The CLI is a process of its own: backfill parses the session files in
+# forked reader processes first, then writes with the machine to itself
+# (writing while they parse made each write-lock hold slower, measured).
 BACKFILL_READERS = os.cpu_count() or 1
 
 EXIT_OK = 0
@@ -223,9 +224,9 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     from .backfill import backfill
     from .sink import HermesStateUnavailable
-    from .webui_files import iter_scans
+    from .webui_files import scan_sessions
 
-    parts = iter_scans(
+    scan = scan_sessions(
         _sessions_dir(args),
         since=args.since,
         profile=_check_profile(args.profile),
@@ -234,7 +235,7 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
     )
     progress = _ProgressBar(err)
     try:
-        report = backfill(parts, dry_run=args.dry_run, progress=None if args.json else progress)
+        report = backfill(scan, dry_run=args.dry_run, progress=None if args.json else progress)
     except KeyboardInterrupt:
         print(f"\nbackfill interrupted after {progress.done} chats; run the same command again to resume", file=err)
         return EXIT_INTERRUPTED

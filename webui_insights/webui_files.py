@@ -162,54 +162,30 @@ def scan_sessions(
 
     ``since`` keeps chats created at or after that epoch time; ``profile``
     keeps one profile's chats ("default" is the chats with no profile);
-    ``transcripts`` also reads each chat's messages (for transcript mirroring);
-    ``workers``: see ``iter_scans``.
-    """
-    parts = iter_scans(directory, since=since, profile=profile, keep=keep, transcripts=transcripts, workers=workers)
-    result = Scan(Path(directory) if directory is not None else default_sessions_dir())
-    for part in parts:
-        result.files += part.files
-        result.snapshots += part.snapshots
-        result.bad += part.bad
-        result.blank += part.blank
-        result.filtered += part.filtered
-    return result
-
-
-def iter_scans(
-    directory: Path | None = None,
-    *,
-    since: float | None = None,
-    profile: str | None = None,
-    keep: Callable[[UsageSnapshot], bool] | None = None,
-    transcripts: bool = False,
-    workers: int = 0,
-) -> Iterator[Scan]:
-    """``scan_sessions`` in parts of 1,000 files, in file order, each as soon as it is read.
-
+    ``transcripts`` also reads each chat's messages (for transcript mirroring).
     ``workers`` ≥ 1 parses in that many forked processes (JSON decoding is
-    most of a backfill's reading) while the caller works on the parts
-    already read. Forking is only for a process of its own, such as the CLI:
-    never inside a host that runs threads.
+    most of a backfill's reading). Forking is only for a process of its own,
+    such as the CLI: never inside a host that runs threads.
     """
     directory = Path(directory) if directory is not None else default_sessions_dir()
+    result = Scan(directory)
     wanted_profile = None if profile == "default" else profile
     for items in _read_parts(iter_session_files(directory), transcripts, workers, chunk=1000):
-        part = Scan(directory, files=len(items))
+        result.files += len(items)
         for item in items:
             if isinstance(item, BadSessionFile):
-                part.bad.append((item.name, item.reason))
+                result.bad.append((item.name, item.reason))
             elif item.is_blank:
-                part.blank += 1  # the live mirror skips these too
+                result.blank += 1  # the live mirror skips these too
             elif (
                 (profile is not None and item.profile != wanted_profile)
                 or (since is not None and (item.created_at or 0.0) < since)
                 or (keep is not None and not keep(item))
             ):
-                part.filtered += 1
+                result.filtered += 1
             else:
-                part.snapshots.append(item)
-        yield part
+                result.snapshots.append(item)
+    return result
 
 
 # Below this many files, starting worker processes costs more than it saves.
