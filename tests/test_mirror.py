@@ -269,3 +269,21 @@ def test_env_overrides_setting_and_argument_overrides_env(
     chat.save()
     assert webui_insights.flush(5)
     assert read_row(hermes_home / "state.db", chat.session_id) is not None
+
+
+def test_plain_titles_skip_sanitizing_only_when_hermes_would_not_change_them(hermes_home: Path) -> None:
+    hermes = sink.hermes_state().SessionDB
+    handle = sink.StateDB(hermes_home / "state.db")
+    try:
+        for title in ["Plain title", "a", "x" * 100, " lead", "trail ", "two  spaces", "tab\there", "nl\n", "z\u200bw"]:
+            try:
+                expected = hermes.sanitize_title(title)
+            except ValueError:
+                expected = "ValueError"
+            try:
+                got = handle._sanitize(title)
+            except ValueError:
+                got = "ValueError"
+            assert got == expected, title
+    finally:
+        handle.close()

@@ -472,6 +472,18 @@ class StateDB:
             self._memory.clear()
 
     def _sanitize(self, title: str) -> str | None:
+        if (
+            title.isascii()
+            and title.isprintable()
+            and "  " not in title
+            and title[0] != " "
+            and title[-1] != " "
+            and len(title) <= self.capabilities.max_title_length
+        ):
+            # Nothing hermes' sanitize_title would change: no control,
+            # zero-width or direction characters (all non-printable or
+            # non-ASCII), no runs of spaces, nothing to strip, not too long.
+            return title
         known = self._clean_titles.get(title, _EXISTS)
         if known is not _EXISTS:
             return known  # type: ignore[return-value]
