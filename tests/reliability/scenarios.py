@@ -25,6 +25,7 @@ import contextlib
 import json
 import math
 import os
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -39,6 +40,7 @@ from unittest import mock
 
 from webui_insights import installer, sink
 from webui_insights.demo_host import TARGET, DemoSession
+from webui_insights.reconcile import reconcile
 from webui_insights.sink import create_state_db
 from webui_insights.writer import WriterConfig
 
@@ -433,6 +435,47 @@ def write_n_fails(forever: bool, sweep: int = 6) -> Outcome:
     return Outcome(name, injected, host_errors, lost, "; ".join(counted) or "retried", internal)
 
 
+_KILLED_CHILD = """
+import os, signal
+import hermes_state  # the WebUI runs the agent in-process
+import webui_insights
+from webui_insights.demo_host import TARGET, DemoSession
+from webui_insights.writer import WriterConfig
+
+webui_insights.install(target=TARGET, enabled=True, writer_config=WriterConfig(debounce_s=30.0))
+for n in range({chats}):
+    chat = DemoSession(os.environ["HERMES_WEBUI_STATE_DIR"], session_id=f"{{n + 0xdead00:012x}}")
+    chat.add_turn("question", "answer", input_tokens=10 + n, output_tokens=6, cost=0.001)
+    chat.save()  # written to its file; the mirror is still pending (30 s debounce)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_then_reconciled() -> Outcome:
+    """A WebUI process killed with pending work; the reconcile sweep's pass repairs it."""
+    with lab() as lb:
+        env = {**os.environ}
+        done = subprocess.run(
+            [sys.executable, "-c", _KILLED_CHILD.format(chats=CHATS)], env=env, capture_output=True, timeout=60
+        )
+        lb.injected = int(done.returncode == -signal.SIGKILL)
+        lb.chats = []
+        for n in range(CHATS):  # the same chats, as the parent sees them in their files
+            chat = DemoSession(lb.webui, session_id=f"{n + 0xDEAD00:012x}")
+            chat.add_turn("question", "answer", input_tokens=10 + n, output_tokens=6, cost=0.001)
+            lb.chats.append(chat)
+        before = lb.lost()
+        result = reconcile(lb.webui / "sessions")
+        outcome = Outcome(
+            "process killed (SIGKILL) with pending work, then reconcile",
+            lb.injected,
+            lb.host_errors,
+            lb.lost(),
+            f"lost before reconcile={before}, reconciled={result.written}",
+        )
+        return outcome
+
+
 SCENARIOS: dict[str, Callable[[], Outcome]] = {
     "hermes_state_not_importable": hermes_state_not_importable,
     "sessiondb_raising": sessiondb_raising,
@@ -447,4 +490,5 @@ SCENARIOS: dict[str, Callable[[], Outcome]] = {
     "thread_cannot_start": thread_cannot_start,
     "write_n_fails_once": lambda: write_n_fails(False),
     "write_n_fails_forever": lambda: write_n_fails(True),
+    "killed_then_reconciled": killed_then_reconciled,
 }
