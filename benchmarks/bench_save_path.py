@@ -100,7 +100,6 @@ def _home() -> Path:
 def _install(config: WriterConfig) -> None:
     installer._reset_for_tests()
     installer.install(target=f"{__name__}:BareSession.save", enabled=True, writer_config=config)
-    installer.install  # noqa: B018 - keeps the name in the profile of the run
 
 
 def _install_demo(config: WriterConfig) -> None:

@@ -66,11 +66,6 @@ class RateLimitedLog:
     def warning(self, key: str, msg: str, *args: Any) -> bool:
         return self.emit(logging.WARNING, key, msg, *args)
 
-    def reset(self) -> None:
-        with self._lock:
-            self._last.clear()
-            self._suppressed.clear()
-
 
 class Stats:
     """Thread-safe counters; ``as_dict()`` is what ``webui_insights.stats()`` returns.
@@ -157,12 +152,6 @@ class Stats:
                 max_lock_hold_ms=round(self.max_lock_hold_s * 1000.0, 3),
             )
         return result
-
-    def reset(self) -> None:
-        with self._lock:
-            self._counters.clear()
-            self.last_error = self.last_error_at = self.last_success_at = None
-            self.max_lock_hold_s = 0.0
 
 
 # Test suites register a listener here so an exception that a guard swallowed

@@ -546,13 +546,6 @@ class StateDB:
             result.max_lock_hold_s = max(result.max_lock_hold_s, time.perf_counter() - started)
             result.written.append(snap)
 
-    # ----------------------------------------------------------------- read
-
-    def row(self, session_id: str) -> dict[str, Any] | None:
-        """The ``sessions`` row, through SessionDB's public reader."""
-        found: dict[str, Any] | None = self.db.get_session(session_id)
-        return found
-
 
 class _Transaction:
     """The work of one ``BEGIN IMMEDIATE``: as many rows as fit its time budget.

@@ -13,7 +13,6 @@ import itertools
 import math
 import re
 import time
-from collections.abc import Callable
 from operator import attrgetter
 from typing import Any, NamedTuple, Protocol
 
@@ -373,5 +372,3 @@ class WebUISessionAdapter:
 
 
 webui_session_adapter = WebUISessionAdapter()
-
-AdapterLike = Callable[[Any], "UsageSnapshot | None"]
