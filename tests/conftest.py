@@ -11,10 +11,12 @@ from typing import Any
 
 import pytest
 
-from webui_insights import diagnostics, installer
-from webui_insights.demo import hermes_command
+from webui_insights import diagnostics
+from webui_insights.commands.demo import hermes_command
 from webui_insights.demo_host import TARGET, DemoSession
-from webui_insights.sink import create_state_db
+from webui_insights.engine.store import create_state_db
+from webui_insights.hook import installer
+from webui_insights.writer import WriterConfig
 
 
 @pytest.fixture(autouse=True)
@@ -63,13 +65,15 @@ def webui_dir(hermes_home: Path) -> Path:
 
 
 @pytest.fixture
-def fast_writer() -> installer.WriterConfig:
+def fast_writer() -> WriterConfig:
     """Writer settings that keep tests quick (short debounce and backoff)."""
-    return installer.WriterConfig(debounce_s=0.01, retry_base_s=0.01, retry_cap_s=0.05, fatal_recheck_s=0.2)
+    return WriterConfig(
+        debounce_s=0.01, busy_retry_s=0.01, busy_retry_cap_s=0.05, error_backoff_s=0.1, error_backoff_cap_s=0.4
+    )
 
 
 @pytest.fixture
-def mirror(hermes_home: Path, fast_writer: installer.WriterConfig) -> Any:
+def mirror(hermes_home: Path, fast_writer: WriterConfig) -> Any:
     """install() on the demo host, enabled, with a fast writer."""
     installer.install(target=TARGET, enabled=True, writer_config=fast_writer)
     return installer
@@ -171,3 +175,72 @@ def tamper(db_path: Path, sql: str, *params: Any) -> None:
         conn.commit()
     finally:
         conn.close()
+
+
+def wait_for(condition: Any, timeout: float, interval: float = 0.02) -> bool:
+    """Poll ``condition()`` until it is true or ``timeout`` passed (a bounded wait, not a timing check)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(interval)
+    return bool(condition())
+
+
+def in_forked_child(body: Any, timeout: float = 30.0) -> Any:
+    """Run ``body()`` in a forked child; its JSON-able result, or an AssertionError saying why not.
+
+    The child always leaves through ``os._exit`` (never back into pytest);
+    a child that does not answer within ``timeout`` is killed and reported
+    as hung.
+    """
+    import json
+    import select
+    import signal
+    import traceback
+
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            os.close(read_fd)
+            try:
+                payload = {"ok": True, "result": body()}
+            except BaseException:  # noqa: BLE001 - everything goes back to the parent
+                payload = {"ok": False, "error": traceback.format_exc()}
+            data = json.dumps(payload).encode()
+            while data:
+                data = data[os.write(write_fd, data) :]
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_fd)
+    chunks: list[bytes] = []
+    try:
+        import time
+
+        deadline = time.monotonic() + timeout
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+                raise AssertionError(f"forked child hung for {timeout} s")
+            ready, _, _ = select.select([read_fd], [], [], remaining)
+            if ready:
+                chunk = os.read(read_fd, 65536)
+                if not chunk:
+                    break
+                chunks.append(chunk)
+    finally:
+        os.close(read_fd)
+    os.waitpid(pid, 0)
+    if not chunks:
+        raise AssertionError("forked child died without an answer")
+    payload = json.loads(b"".join(chunks))
+    if not payload["ok"]:
+        raise AssertionError("forked child failed:\n" + payload["error"])
+    return payload["result"]

@@ -1,12 +1,12 @@
-"""Mirror hermes-webui chat usage into hermes-agent's state.db, with one line.
+"""Mirror hermes-webui chats into hermes-agent's state.db, with one line.
 
-hermes-webui (and custom chat frontends) call the agent directly and keep each
-chat as a JSON file, so their token counts and costs never reach the
-``state.db`` that ``hermes insights`` and ``hermes sessions list`` read.
-``install()`` wraps the WebUI's ``Session.save()``; after each successful save
-that carries new usage (or a new title, model or message count) a snapshot is
-handed to a background writer, which mirrors it into the chat's own profile
-state.db through hermes-agent's ``hermes_state.SessionDB``::
+hermes-webui (and custom chat frontends) keep each chat as a JSON file;
+``hermes insights`` and ``hermes sessions list`` read only hermes-agent's
+``state.db``. ``install()`` wraps the WebUI's ``Session.save()``; after each
+successful save that changed something, a snapshot goes to a background
+writer that brings the chat's row in its profile's state.db to the truth —
+every field for chats only this layer writes, only what hermes leaves out
+(title, real start) for chats hermes-agent writes itself::
 
     import webui_insights
     webui_insights.install()          # at WebUI start-up, before or after api.models
@@ -19,17 +19,19 @@ Mirroring is off until switched on, most specific first:
 ``sync_to_insights`` in settings.json   the WebUI's setting, re-read ≤ 1 s
 ======================================  =====================================
 
-The host's save is never slowed by state.db, never fails because of us, and a
-busy state.db only delays a write. ``flush()`` waits for pending writes,
-``stats()`` says what happened, and failures are logged (rate-limited) on the
+The host's save is never slowed by state.db, never fails because of us, and
+an older state of a chat never overwrites a newer one. ``flush()`` waits for
+pending writes, ``stats()`` says what happened, and failures are logged
+(rate-limited, with the exception's class and message) on the
 ``webui_insights`` logger, which has no handlers of its own.
 """
 
 from __future__ import annotations
 
-from .decorator import mirror_usage
-from .installer import DEFAULT_TARGET, TargetNotFound, capture, flush, install, is_installed, stats, uninstall
-from .snapshot import InvalidSnapshot, UsageSnapshot, WebUISessionAdapter
+from .hook.adapter import WebUISessionAdapter
+from .hook.decorator import mirror_usage
+from .hook.installer import DEFAULT_TARGET, TargetNotFound, capture, flush, install, is_installed, stats, uninstall
+from .snapshot import InvalidSnapshot, UsageSnapshot
 from .writer import WriterConfig
 
 __all__ = [
@@ -48,4 +50,4 @@ __all__ = [
     "DEFAULT_TARGET",
 ]
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -1,9 +1,11 @@
-"""A stand-in for hermes-webui's ``api.models.Session``, for the demo and tests.
+"""The demo's own small host: a session class shaped like hermes-webui's ``api.models.Session``.
 
-It keeps the same attribute names and saves JSON the way the WebUI does
+Used by ``webui-insights demo`` (which must run from a fresh clone, without
+a hermes-webui checkout) and by unit tests of the library's own mechanics.
+Behaviour users see is tested on the real hosts (``tests/hosts``). It keeps
+the same attribute names and saves JSON the way the WebUI does
 (``<state dir>/sessions/<id>.json``, written to a temporary file and renamed
-into place), so wrapping ``DemoSession.save`` exercises what wrapping the real
-one does. It is not a mock: it writes real files.
+into place). It is not a mock: it writes real files.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -60,7 +63,7 @@ class DemoSession:
         if touch_updated_at:
             self.updated_at = time.time()
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.path.with_name(f"{self.path.name}.tmp.{os.getpid()}")
+        tmp = self.path.with_name(f"{self.path.name}.tmp.{os.getpid()}.{threading.get_ident()}")
         tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
         os.replace(tmp, self.path)
 
@@ -81,11 +84,18 @@ class DemoSession:
             "estimated_cost": self.estimated_cost,
         }
 
-    def add_turn(self, user: str, assistant: str, *, input_tokens: int, output_tokens: int, cost: float = 0.0) -> None:
-        """One chat turn the way the WebUI records it: two messages, cumulative usage."""
+    def add_turn(
+        self, user: str, assistant: str, *, input_tokens: int, output_tokens: int, cost: float = 0.0, cached: int = 0
+    ) -> None:
+        """One chat turn the way the WebUI records it: two messages, cumulative usage.
+
+        ``input_tokens`` are the turn's prompt tokens *including* the
+        ``cached`` ones, as hermes-webui counts them.
+        """
         now = time.time()
         self.messages.append({"role": "user", "content": user, "timestamp": now})
         self.messages.append({"role": "assistant", "content": assistant, "timestamp": now})
         self.input_tokens += input_tokens
+        self.cache_read_tokens += cached
         self.output_tokens += output_tokens
         self.estimated_cost = (self.estimated_cost or 0.0) + cost

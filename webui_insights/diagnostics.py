@@ -1,7 +1,11 @@
-"""Counters behind ``stats()``, rate-limited logging, and the internal-error guard.
+"""Counters behind ``stats()``, rate-limited logging, and the guard around our own work.
 
 Owns every way the mirror reports on itself. It must never raise into the
 caller and never add logging handlers: the host decides where log lines go.
+Every log line about a failure names the exception's class and message;
+repeats of one kind of failure are rate-limited per kind, with a count of
+what was suppressed, so a state.db that fails on every save leaves a
+readable log and nothing goes unreported.
 """
 
 from __future__ import annotations
@@ -14,31 +18,50 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
-__all__ = ["Stats", "RateLimitedLog", "logger"]
+from . import forksafe
+
+__all__ = ["Stats", "RateLimitedLog", "logger", "report_internal_error", "describe_error"]
 
 logger = logging.getLogger("webui_insights")
 
-# Names of the "skipped" reasons; stats() always lists them so a dashboard
-# can rely on the keys being present.
+# Keys stats() always lists, so a dashboard can rely on them being present.
+CHAT_OUTCOMES = ("created", "updated", "unchanged", "restored", "stale", "foreign", "deleted", "awaiting_hermes")
 SKIP_REASONS = (
-    "unchanged",
     "disabled",
+    "unchanged",
     "blank",
-    "no_hermes_state",
-    "no_state_db",
     "invalid_profile",
     "invalid_session_id",
     "bad_value",
-    "stale",
+    "bad_cost",
+    "adapter_error",
+    "no_hermes_state",
+    "no_state_db",
+    "uninitialised",
 )
-DROP_REASONS = ("queue_full", "thread_start_failed", "exit_timeout", "fatal_db")
+NOTE_KINDS = (
+    "version_missing",
+    "version_invalid",
+    "version_future",
+    "future_created_at",
+    "future_last_active_at",
+    "title_refused",
+)
+DROP_REASONS = ("queue_full", "thread_start_failed", "exit_timeout", "agent_usage")
+
+
+def describe_error(exc: BaseException) -> str:
+    """``Class: message`` — what every failure line carries."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class RateLimitedLog:
     """Log each distinct message key at most once per ``interval`` seconds.
 
-    A failing state.db can fail on every save; one line per interval, with the
-    number of suppressed repeats, keeps the host's log readable.
+    A failing state.db can fail on every save; one line per interval and
+    kind, with the number of suppressed repeats, keeps the host's log
+    readable.
     """
 
     def __init__(self, log: logging.Logger = logger, interval: float = 60.0) -> None:
@@ -47,6 +70,10 @@ class RateLimitedLog:
         self._lock = threading.Lock()
         self._last: dict[str, float] = {}
         self._suppressed: Counter[str] = Counter()
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def emit(self, level: int, key: str, msg: str, *args: Any, exc_info: Any = None) -> bool:
         now = time.monotonic()
@@ -55,6 +82,8 @@ class RateLimitedLog:
             if last is not None and now - last < self._interval:
                 self._suppressed[key] += 1
                 return False
+            if len(self._last) > 1000:  # keys embed paths and classes: keep the map bounded
+                self._last.clear()
             self._last[key] = now
             suppressed = self._suppressed.pop(key, 0)
         if suppressed:
@@ -81,6 +110,10 @@ class Stats:
         self.last_error_at: float | None = None
         self.last_success_at: float | None = None
         self.max_lock_hold_s: float = 0.0
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def counter(self, name: str) -> itertools.count[int]:
         """The counter itself: ``next(stats.counter("x"))`` is the cheapest increment."""
@@ -94,7 +127,7 @@ class Stats:
         counter = self._counters.get(name) or self.counter(name)
         if n == 1:
             next(counter)
-        else:
+        elif n > 1:
             for _ in range(n):
                 next(counter)
 
@@ -110,9 +143,9 @@ class Stats:
             self.last_error = description
             self.last_error_at = time.time()
 
-    def success(self, rows: int, lock_hold_s: float) -> None:
+    def success(self, rows: int, transactions: int, lock_hold_s: float) -> None:
         self.incr("rows_written", rows)
-        self.incr("transactions")
+        self.incr("transactions", transactions)
         with self._lock:
             self.last_success_at = time.time()
             if lock_hold_s > self.max_lock_hold_s:
@@ -123,11 +156,12 @@ class Stats:
         # count.__reduce__() is (count, (next_value,)): read without advancing.
         return int(counter.__reduce__()[1][0]) if counter is not None else 0
 
-    def _by_prefix(self, prefix: str, known: tuple[str, ...]) -> dict[str, int]:
+    def group(self, prefix: str, known: tuple[str, ...] = ()) -> dict[str, int]:
+        """Counters named ``prefix + name``, the ``known`` names always present."""
         names = list(known) + [n[len(prefix) :] for n in list(self._counters) if n.startswith(prefix)]
         return {name: self.get(prefix + name) for name in dict.fromkeys(names)}
 
-    def as_dict(self, pending: int = 0) -> dict[str, Any]:
+    def as_dict(self) -> dict[str, Any]:
         names = (
             "saves_seen",
             "snapshots_queued",
@@ -137,15 +171,19 @@ class Stats:
             "retried",
             "failures",
             "internal_errors",
-            "transcript_resyncs",
             "reconciled",
+            "host_bridge_suppressed",
+            "switch_errors",
+            "sweep_passes",
         )
         result: dict[str, Any] = {name: self.get(name) for name in names}
-        result["skipped"] = self._by_prefix("skipped.", SKIP_REASONS)
-        result["dropped"] = self._by_prefix("dropped.", DROP_REASONS)
+        result["chats"] = self.group("chats.", CHAT_OUTCOMES)
+        result["skipped"] = self.group("skipped.", SKIP_REASONS)
+        result["notes"] = self.group("notes.", NOTE_KINDS)
+        result["dropped"] = self.group("dropped.", DROP_REASONS)
+        result["transcripts"] = self.group("transcripts.")
         with self._lock:
             result.update(
-                pending=pending,
                 last_error=self.last_error,
                 last_error_at=self.last_error_at,
                 last_success_at=self.last_success_at,
@@ -174,12 +212,14 @@ def report_internal_error(stats: Stats, log: RateLimitedLog, where: str, exc: Ba
     """Count and log a bug of ours that a guard caught; never raises."""
     try:
         stats.incr("internal_errors")
-        stats.error(f"internal error in {where}: {type(exc).__name__}: {exc}")
+        what = describe_error(exc)
+        stats.error(f"internal error in {where}: {what}")
         log.emit(
             logging.ERROR,
-            "internal:" + where,
-            "webui-insights: internal error in %s (the host's save was not affected)",
+            f"internal:{where}:{type(exc).__name__}",
+            "webui-insights: internal error in %s: %s (the host's save was not affected)",
             where,
+            what,
             exc_info=exc,
         )
         for listener in list(_internal_error_listeners):

@@ -1,26 +1,33 @@
 """Where a profile's state.db is.
 
-Owns the one rule that decides which file a session's usage may reach. It
-never creates a directory or a file, and it refuses, rather than guesses, any
-profile name that is not exactly a hermes profile id: a refused name is
-written nowhere, and never falls back to the default profile's state.db.
+Owns the one rule that decides which file a chat's row may reach:
+"default" or no profile → the hermes root home, any other valid profile
+name → ``<root>/profiles/<name>``. The root is captured once (``install()``
+captures it at start-up, the CLI when it starts): hermes-webui switches
+profiles by rewriting ``HERMES_HOME`` for the whole process, so "the current
+HERMES_HOME" at write time may be another profile's home.
+
+It never creates a directory or a file, and it refuses, rather than
+guesses, any profile name that is not exactly a hermes profile id: a
+refused name is written nowhere, and never falls back to the default
+profile's state.db.
 """
 
 from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 __all__ = [
     "PROFILE_NAME_PATTERN",
+    "DEFAULT_PROFILE",
     "InvalidProfile",
+    "Homes",
     "is_valid_profile_name",
-    "hermes_home",
     "hermes_root",
-    "profile_home",
-    "state_db_path",
 ]
 
 # hermes-agent checks names with re.match and a "$" anchor, which lets a
@@ -38,14 +45,8 @@ def is_valid_profile_name(name: Any) -> bool:
     return type(name) is str and PROFILE_NAME_PATTERN.fullmatch(name) is not None
 
 
-def hermes_home() -> Path:
-    """The process's hermes home: ``HERMES_HOME``, else ``~/.hermes``."""
-    env = os.environ.get("HERMES_HOME", "").strip()
-    return Path(env).expanduser() if env else Path.home() / ".hermes"
-
-
 def hermes_root() -> Path:
-    """The directory that holds ``profiles/``.
+    """The hermes root home (default profile, parent of ``profiles/``), from the environment now.
 
     hermes-agent's own answer when it is importable; otherwise the same rule:
     ``~/.hermes`` when HERMES_HOME is inside it (or unset), the parent of a
@@ -75,25 +76,43 @@ def hermes_root() -> Path:
     return home
 
 
-def profile_home(profile: str | None) -> Path:
-    """The hermes home of ``profile``; raises InvalidProfile for a bad name.
+@dataclass(frozen=True, slots=True)
+class Homes:
+    """The hermes homes of one installation, fixed when captured."""
 
-    None and "default" are the process's HERMES_HOME. Any other name is
-    ``<root>/profiles/<name>``, and must stay there after symlinks resolve.
-    """
-    if profile is None or profile == DEFAULT_PROFILE:
-        return hermes_home()
-    if not is_valid_profile_name(profile):
-        raise InvalidProfile(f"not a hermes profile name: {profile!r}")
-    profiles_dir = hermes_root() / "profiles"
-    home = profiles_dir / profile
-    try:
-        resolved = home.resolve()
-        resolved.relative_to(profiles_dir.resolve())
-    except (ValueError, OSError) as exc:
-        raise InvalidProfile(f"profile {profile!r} resolves outside {profiles_dir}") from exc
-    return home
+    root: Path
 
+    @classmethod
+    def capture(cls) -> Homes:
+        return cls(hermes_root())
 
-def state_db_path(profile: str | None) -> Path:
-    return profile_home(profile) / STATE_DB_NAME
+    def home(self, profile: str | None) -> Path:
+        """The hermes home of ``profile``; raises InvalidProfile for a bad name."""
+        if profile is None or profile == DEFAULT_PROFILE:
+            return self.root
+        if not is_valid_profile_name(profile):
+            raise InvalidProfile(f"not a hermes profile name: {profile!r}")
+        profiles_dir = self.root / "profiles"
+        home = profiles_dir / profile
+        try:
+            resolved = home.resolve()
+        except (OSError, RuntimeError) as exc:  # a symlink loop (RuntimeError up to Python 3.12)
+            raise InvalidProfile(f"profile {profile!r}: its folder cannot be resolved ({exc})") from exc
+        try:
+            resolved.relative_to(profiles_dir.resolve())
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise InvalidProfile(f"profile {profile!r} resolves outside {profiles_dir}") from exc
+        return home
+
+    def state_db(self, profile: str | None) -> Path:
+        return self.home(profile) / STATE_DB_NAME
+
+    def profile_names(self) -> list[str]:
+        """ "default" and every valid profile directory under ``<root>/profiles``."""
+        names = [DEFAULT_PROFILE]
+        try:
+            with os.scandir(self.root / "profiles") as entries:
+                names += sorted(e.name for e in entries if is_valid_profile_name(e.name) and e.is_dir())
+        except OSError:
+            pass
+        return names

@@ -18,7 +18,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .diagnostics import RateLimitedLog
+from . import forksafe
+from .diagnostics import RateLimitedLog, Stats, describe_error
 
 __all__ = [
     "ENV_ENABLED",
@@ -29,6 +30,7 @@ __all__ = [
     "Switch",
     "parse_env_flag",
     "webui_settings_file",
+    "webui_sessions_dir",
     "webui_state_dir",
     "read_webui_setting",
 ]
@@ -64,6 +66,15 @@ def webui_state_dir() -> Path:
         return Path(env).expanduser()
     home = os.environ.get("HERMES_HOME", "").strip()
     return (Path(home).expanduser() if home else Path.home() / ".hermes") / "webui"
+
+
+def webui_sessions_dir() -> Path:
+    """The WebUI's sessions directory: the host's own answer (``api.config.SESSION_DIR``) when loaded."""
+    config = sys.modules.get("api.config")
+    configured = getattr(config, "SESSION_DIR", None) if config is not None else None
+    if isinstance(configured, (str, os.PathLike)):
+        return Path(configured)
+    return webui_state_dir() / "sessions"
 
 
 def webui_settings_file() -> Path:
@@ -120,7 +131,9 @@ class Switch:
 
     ``enabled()`` is on the save path: when the cached answer is fresh it is a
     clock read and a comparison. A callable ``explicit`` is the caller's own
-    switch and is called on every check.
+    switch and is called on every check; if it raises, the answer is off
+    (logged with the exception, rate-limited, and counted in ``stats``
+    under ``switch_errors`` when a ``Stats`` is given).
     """
 
     def __init__(
@@ -131,8 +144,10 @@ class Switch:
         setting_key: str = SETTING_KEY,
         ttl: float = 1.0,
         log: RateLimitedLog | None = None,
+        stats: Stats | None = None,
     ) -> None:
         self._explicit = explicit
+        self._stats = stats
         self._env_name = env_name
         self._setting_key = setting_key
         self._ttl = ttl
@@ -141,16 +156,37 @@ class Switch:
         self._value = False
         self._source = "default (off)"
         self._expires = 0.0
+        forksafe.register(self)
+
+    def _after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()
 
     def enabled(self) -> bool:
         explicit = self._explicit
         if explicit is not None:
             if type(explicit) is bool:
                 return explicit
-            return bool(explicit())
+            try:
+                return bool(explicit())
+            except Exception as exc:
+                return self._explicit_failed(exc)
         if time.monotonic() < self._expires:
             return self._value
         return self._refresh()
+
+    def report_to(self, stats: Stats, log: RateLimitedLog) -> None:
+        """Count and log this switch's failures there from now on (a decorator's switch follows the installation)."""
+        self._stats, self._log = stats, log
+
+    def _explicit_failed(self, exc: Exception) -> bool:
+        if self._stats is not None:
+            self._stats.incr("switch_errors")
+        self._log.warning(
+            "switch:" + type(exc).__name__,
+            "webui-insights: the enabled() switch raised %s; not mirroring this save",
+            describe_error(exc),
+        )
+        return False
 
     def invalidate(self) -> None:
         """Forget the cached answer: the next check reads env and settings again."""

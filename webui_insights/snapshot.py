@@ -1,55 +1,53 @@
-"""What we read from a chat session: the immutable usage snapshot and its adapters.
+"""What a frontend says about one chat: the ``UsageSnapshot`` and its validation.
 
-A snapshot is the only thing that crosses from the host's save to the writer
-thread, so it is frozen and holds plain values: no session object, no list of
-messages. Validation happens here, once, so that nothing downstream ever sees
-a negative token count, a NaN cost or a profile name with a slash in it.
+A snapshot is the only thing that crosses from the host's save to the
+writer thread. It holds plain values and, at most, a reference to the
+chat's message list (counted and converted later, on the writer thread, so
+the save path stays cheap). Validation happens here, once: nothing
+downstream ever sees a negative token count, a NaN cost or a profile name
+with a slash in it. A bad value is refused with a reason (the ``stats()``
+key) and a message that names the field, never the chat's text.
+
 This module never touches state.db and never imports hermes-agent.
 """
 
 from __future__ import annotations
 
-import itertools
 import math
 import re
-import time
-from operator import attrgetter
-from typing import Any, NamedTuple, Protocol
+from collections.abc import Sequence
+from decimal import Decimal, InvalidOperation
+from typing import Any, NamedTuple
 
 from .profiles import is_valid_profile_name
-from .transcript import TranscriptDelta, scrub_surrogates
 
 __all__ = [
     "UsageSnapshot",
     "InvalidSnapshot",
-    "Adapter",
-    "WebUISessionAdapter",
-    "webui_session_adapter",
-    "checked",
+    "PLACEHOLDER_TITLES",
     "build_snapshot",
-    "DEFAULT_TITLE",
+    "checked",
+    "check_session_id",
+    "check_profile",
+    "scrub_surrogates",
+    "describe",
+    "last_message_time",
 ]
 
-DEFAULT_TITLE = "Untitled"
+# What the WebUI shows before a chat has a real title (both hosts): never mirrored as a title.
+PLACEHOLDER_TITLES = frozenset({"Untitled", "New Chat"})
 # Usage columns in state.db are SQLite INTEGERs (signed 64-bit).
 _MAX_INT = 2**63 - 1
 # Session ids reach SQL only as bound parameters, but they also name files in
 # the WebUI's state dir; refuse anything that could be a path.
 _SESSION_ID_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}")
-_MAX_MODEL_LEN = 256
+_MAX_TEXT_LEN = 256
+_MAX_TITLE_LEN = 10_000  # hermes refuses > 100 after cleaning; beyond this we do not even look
+_MAX_COST = 1e12
 
 # Ids already matched against _SESSION_ID_RE: a chat is saved many times.
 _checked_ids: set[str] = set()
-# Before this (2100-01-01), a float created_at needs no clock read to be plausible.
-_SANE_TIMESTAMP = 4_102_444_800.0
-
-# Per-process order of snapshots: a later read of a session always has a
-# higher number, which is how the writer refuses to write an older state.
-_sequence = itertools.count(1)
-
-
-def next_sequence() -> int:
-    return next(_sequence)
+_CHECKED_IDS_LIMIT = 4096
 
 
 class InvalidSnapshot(ValueError):
@@ -61,16 +59,26 @@ class InvalidSnapshot(ValueError):
 
 
 class UsageSnapshot(NamedTuple):
-    """Cumulative usage of one chat session at one moment.
+    """One chat at one moment, as a frontend reports it.
 
-    Token counts and cost are totals (what the chat has used so far), never
-    deltas. ``api_call_count`` and ``estimated_cost_usd`` may be None when the
-    frontend does not track them; the stored value is then left alone.
+    Totals are cumulative (what the chat has used so far), never deltas.
+    ``input_tokens`` counts every prompt token, cached ones included (the
+    OpenAI ``prompt_tokens`` convention, which hermes-webui follows); the
+    mirror stores hermes' convention (input without cache read/write).
+    ``None`` means "this frontend does not know": the cache split, reasoning
+    tokens, the API-call count, the cost and the tool-call count are then
+    taken from what the agent reported in this process, or left alone.
 
-    Immutable and without a ``__dict__``, so it can cross to the writer
-    thread safely. It is a NamedTuple rather than a frozen dataclass because
-    one is built on the save path: measured here, a frozen slotted dataclass
-    of these 15 fields takes ~2.8 µs to construct, a NamedTuple ~0.4 µs.
+    ``updated_at`` is the chat's own clock (its last change); it orders the
+    chat's states, so an older state never overwrites a newer one. Without
+    it, states are ordered by when they were observed, and never outrank
+    one that has it. ``last_active_at`` (default: ``updated_at``) becomes
+    the row's ``ended_at``.
+
+    ``messages`` may hold the chat's message list itself: it is only read on
+    the writer thread (tool calls, transcripts), never kept afterwards.
+    Immutable and without a ``__dict__`` (a NamedTuple: building one on the
+    save path costs ~0.4 µs, a frozen slotted dataclass ~2.8 µs).
     """
 
     session_id: str
@@ -79,17 +87,26 @@ class UsageSnapshot(NamedTuple):
     title: str | None = None
     input_tokens: int = 0
     output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
-    reasoning_tokens: int = 0
+    cache_read_tokens: int | None = None
+    cache_write_tokens: int | None = None
+    reasoning_tokens: int | None = None
     estimated_cost_usd: float | None = None
     message_count: int = 0
+    tool_call_count: int | None = None
     api_call_count: int | None = None
     created_at: float | None = None
+    updated_at: float | None = None
+    last_active_at: float | None = None
     billing_provider: str | None = None
-    seq: int = 0
-    # Set only when transcript mirroring is on: the messages to add or replace.
-    transcript: TranscriptDelta | None = None
+    messages: Sequence[Any] | None = None
+    # Set by the capture: when this state was read (orders equal updated_at).
+    observed: float = 0.0
+    # Set by the capture from the agent hook: hermes-agent writes this chat's
+    # row itself, and the usage it reported that the frontend does not keep.
+    agent_writes: bool = False
+    ledger: Any = None
+    # Problems with values that did not refuse the snapshot (counted): e.g. "version_invalid".
+    notes: tuple[str, ...] = ()
 
     @property
     def key(self) -> tuple[str | None, str]:
@@ -110,34 +127,24 @@ class UsageSnapshot(NamedTuple):
 
     @property
     def is_blank(self) -> bool:
-        """No usage and no real title: a chat that was opened and never used."""
-        return not self.has_usage and (not self.title or self.title == DEFAULT_TITLE)
+        """Nothing happened in it yet: no message, no usage (the WebUI makes many such chats).
 
-    def fingerprint(self) -> tuple[Any, ...]:
-        """Everything whose change is worth a write (not seq, not created_at)."""
-        return (
-            self.session_id,
-            self.profile,
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_read_tokens,
-            self.cache_write_tokens,
-            self.reasoning_tokens,
-            self.estimated_cost_usd,
-            self.title,
-            self.model,
-            self.message_count,
-            self.api_call_count,
-        )
-
-
-class Adapter(Protocol):
-    """Reads a snapshot from a host's session object (None: nothing to mirror)."""
-
-    def __call__(self, session: Any) -> UsageSnapshot | None: ...
+        A title alone does not count: a current WebUI saves a new chat with
+        its first message as a provisional title before the agent has run,
+        and hermes-agent creates that chat's row itself moments later.
+        Mirroring the title-only save would create the row first.
+        """
+        return not self.message_count and not self.has_usage
 
 
 # ---------------------------------------------------------------- validation
+
+
+def describe(value: Any) -> str:
+    """Type and a short, content-free hint: log lines never carry chat text."""
+    if isinstance(value, (int, float, Decimal)) and not isinstance(value, bool):
+        return f"{type(value).__name__} {value!r}"
+    return type(value).__name__
 
 
 def _count(name: str, value: Any) -> int:
@@ -149,7 +156,7 @@ def _count(name: str, value: Any) -> int:
             return int(value)
     elif value is None:
         return 0
-    raise InvalidSnapshot("bad_value", f"{name} must be a non-negative integer, got {_describe(value)}")
+    raise InvalidSnapshot("bad_value", f"{name} must be a non-negative integer, got {describe(value)}")
 
 
 def _optional_count(name: str, value: Any) -> int | None:
@@ -157,64 +164,96 @@ def _optional_count(name: str, value: Any) -> int | None:
 
 
 def _cost(value: Any) -> float | None:
+    """int, float, Decimal or a numeric string; finite, ≥ 0, < 1e12."""
     if value is None:
         return None
-    if type(value) in (int, float) and math.isfinite(value) and 0 <= value < 1e12:
-        return float(value)
-    raise InvalidSnapshot(
-        "bad_value", f"estimated_cost_usd must be a finite non-negative number, got {_describe(value)}"
-    )
+    if type(value) is float and 0.0 <= value < _MAX_COST:  # the usual case first: the save path
+        return value
+    number: float | None = None
+    try:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            number = float(value)  # numpy's float64 is a float; an int past 1e308 overflows
+        elif isinstance(value, Decimal):
+            number = float(value) if value.is_finite() else math.nan
+        elif isinstance(value, str) and len(value) <= _MAX_TEXT_LEN:
+            number = float(Decimal(value.strip()))
+    except (InvalidOperation, ValueError, OverflowError):
+        number = None
+    if number is None or not math.isfinite(number) or not 0 <= number < _MAX_COST:
+        raise InvalidSnapshot(
+            "bad_cost", f"estimated_cost_usd must be a finite non-negative number, got {describe(value)}"
+        )
+    return number
 
 
-def _text(name: str, value: Any, limit: int | None = None) -> str | None:
+def scrub_surrogates(value: str) -> str:
+    """Lone surrogates (pasted or scraped text) become U+FFFD, as hermes does: SQLite cannot store them."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "".join("\ufffd" if "\ud800" <= ch <= "\udfff" else ch for ch in value)
+    return value
+
+
+def _text(name: str, value: Any, limit: int) -> str | None:
     if value is None:
         return None
     if type(value) is not str:
-        raise InvalidSnapshot("bad_value", f"{name} must be a string, got {_describe(value)}")
+        raise InvalidSnapshot("bad_value", f"{name} must be a string, got {describe(value)}")
     text: str = value
-    if limit is not None and len(text) > limit:
+    if len(text) > limit:
         raise InvalidSnapshot("bad_value", f"{name} is {len(text)} characters long (max {limit})")
     return text if text.isascii() else scrub_surrogates(text)
 
 
-def _timestamp(value: Any) -> float | None:
+def _created_at(value: Any) -> float | None:
     if value is None:
         return None
-    if type(value) is float and 0.0 < value < _SANE_TIMESTAMP:  # the usual case: no clock read
-        return value
-    if type(value) in (int, float) and math.isfinite(value) and 0 < value <= time.time() + 86400:
+    if type(value) in (int, float) and math.isfinite(value) and value > 0:
         return float(value)
-    raise InvalidSnapshot("bad_value", f"created_at must be an epoch timestamp, got {_describe(value)}")
+    raise InvalidSnapshot("bad_value", f"created_at must be an epoch timestamp, got {describe(value)}")
 
 
-def _describe(value: Any) -> str:
-    """Type and a short, content-free hint: log lines never carry chat text."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return f"{type(value).__name__} {value!r}"
-    return type(value).__name__
+def _soft_timestamp(value: Any) -> float | None:
+    """A timestamp that must not refuse the chat when wrong (the version): None, counted later."""
+    if type(value) in (int, float) and math.isfinite(value) and value > 0:
+        return float(value)
+    return None
+
+
+def last_message_time(messages: Any) -> float | None:
+    """When the last message was written (``timestamp`` or ``_ts``), if the WebUI stamped it."""
+    if type(messages) is not list or not messages:
+        return None
+    last = messages[-1]
+    if type(last) is not dict:
+        return None
+    value = last.get("timestamp") or last.get("_ts")
+    return value if type(value) in (int, float) else None
 
 
 def check_session_id(value: Any) -> str:
     if type(value) is str and value in _checked_ids:
         return value
     if type(value) is str and _SESSION_ID_RE.fullmatch(value):
-        if len(_checked_ids) >= 4096:
+        if len(_checked_ids) >= _CHECKED_IDS_LIMIT:
             _checked_ids.clear()
         _checked_ids.add(value)
         return value
     raise InvalidSnapshot(
-        "invalid_session_id", f"session_id must match {_SESSION_ID_RE.pattern}, got {_describe(value)}"
+        "invalid_session_id", f"session_id must match {_SESSION_ID_RE.pattern}, got {describe(value)}"
     )
 
 
 def check_profile(value: Any) -> str | None:
-    if value is None or value == "":
+    """A hermes profile name, or None for the default profile ("default", "" or None alike)."""
+    if value is None or value == "" or value == "default":
         return None
     if is_valid_profile_name(value):
         return str(value)
     raise InvalidSnapshot(
         "invalid_profile",
-        f"profile must be None or match [a-z0-9][a-z0-9_-]{{0,63}}, got {_describe(value)} of length "
+        f"profile must be None or match [a-z0-9][a-z0-9_-]{{0,63}}, got {describe(value)} of length "
         f"{len(value) if isinstance(value, str) else '?'}",
     )
 
@@ -226,64 +265,81 @@ def build_snapshot(
     title: Any = None,
     input_tokens: Any = 0,
     output_tokens: Any = 0,
-    cache_read_tokens: Any = 0,
-    cache_write_tokens: Any = 0,
-    reasoning_tokens: Any = 0,
+    cache_read_tokens: Any = None,
+    cache_write_tokens: Any = None,
+    reasoning_tokens: Any = None,
     estimated_cost_usd: Any = None,
     message_count: Any = 0,
+    tool_call_count: Any = None,
     api_call_count: Any = None,
     created_at: Any = None,
+    updated_at: Any = None,
+    last_active_at: Any = None,
     billing_provider: Any = None,
-    seq: int = 0,
+    messages: Sequence[Any] | None = None,
+    observed: float = 0.0,
 ) -> UsageSnapshot:
     """Validate raw values and build the snapshot once; raise InvalidSnapshot.
 
-    A title or model of the wrong type refuses the whole snapshot: mirroring
-    half a session would hide the problem.
+    A title or model of the wrong type refuses the whole snapshot:
+    mirroring half a chat would hide the problem. A title string too long
+    for hermes ever to take (past ``_MAX_TITLE_LEN``) and a version
+    (``updated_at``, ``last_active_at``) that is not a plausible number are
+    dropped and noted instead: the chat's usage is still worth mirroring.
     """
-    # This runs on the save path: the usual case (six plain non-negative
+    # This runs on the save path: the usual case (three plain non-negative
     # ints) is checked in one expression, anything else field by field.
     if not (
         type(input_tokens) is int
         and type(output_tokens) is int
-        and type(cache_read_tokens) is int
-        and type(cache_write_tokens) is int
-        and type(reasoning_tokens) is int
         and type(message_count) is int
-        and min(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, message_count)
-        >= 0
-        and max(input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, message_count)
-        <= _MAX_INT
+        and 0 <= min(input_tokens, output_tokens, message_count)
+        and max(input_tokens, output_tokens, message_count) <= _MAX_INT
     ):
         input_tokens = _count("input_tokens", input_tokens)
         output_tokens = _count("output_tokens", output_tokens)
-        cache_read_tokens = _count("cache_read_tokens", cache_read_tokens)
-        cache_write_tokens = _count("cache_write_tokens", cache_write_tokens)
-        reasoning_tokens = _count("reasoning_tokens", reasoning_tokens)
         message_count = _count("message_count", message_count)
+    notes: tuple[str, ...] = ()
+    version = _soft_timestamp(updated_at)
+    if version is None:
+        notes = ("version_missing",) if updated_at is None else ("version_invalid",)
+    active = _soft_timestamp(last_active_at)
+    if type(title) is str and len(title) > _MAX_TITLE_LEN:
+        title = None  # the row keeps whatever title it has
+        notes = (*notes, "title_refused")
     return UsageSnapshot(
         check_session_id(session_id),
         check_profile(profile),
-        _text("model", model, _MAX_MODEL_LEN),
-        _text("title", title),
+        _text("model", model, _MAX_TEXT_LEN),
+        _text("title", title, _MAX_TITLE_LEN),
         input_tokens,
         output_tokens,
-        cache_read_tokens,
-        cache_write_tokens,
-        reasoning_tokens,
+        _optional_count("cache_read_tokens", cache_read_tokens),
+        _optional_count("cache_write_tokens", cache_write_tokens),
+        _optional_count("reasoning_tokens", reasoning_tokens),
         _cost(estimated_cost_usd),
         message_count,
-        None if api_call_count is None else _count("api_call_count", api_call_count),
-        _timestamp(created_at),
-        _text("billing_provider", billing_provider, _MAX_MODEL_LEN),
-        seq or next_sequence(),
+        _optional_count("tool_call_count", tool_call_count),
+        _optional_count("api_call_count", api_call_count),
+        _created_at(created_at),
+        version,
+        active if active is not None else version,
+        _text("billing_provider", billing_provider, _MAX_TEXT_LEN),
+        messages,
+        observed,
+        False,
+        None,
+        notes,
     )
 
 
-def checked(snapshot: UsageSnapshot) -> UsageSnapshot:
+def checked(snapshot: Any) -> UsageSnapshot:
     """A validated, normalised copy of what a custom adapter returned."""
     if not isinstance(snapshot, UsageSnapshot):
-        raise InvalidSnapshot("bad_value", f"adapter returned {_describe(snapshot)}, expected UsageSnapshot")
+        raise InvalidSnapshot("bad_value", f"adapter returned {describe(snapshot)}, expected UsageSnapshot")
+    messages = snapshot.messages
+    if messages is not None and not isinstance(messages, (list, tuple)):
+        raise InvalidSnapshot("bad_value", f"messages must be a list, got {describe(messages)}")
     return build_snapshot(
         snapshot.session_id,
         snapshot.profile,
@@ -295,80 +351,13 @@ def checked(snapshot: UsageSnapshot) -> UsageSnapshot:
         snapshot.cache_write_tokens,
         snapshot.reasoning_tokens,
         snapshot.estimated_cost_usd,
-        snapshot.message_count,
+        snapshot.message_count if messages is None or snapshot.message_count else len(messages),
+        snapshot.tool_call_count,
         snapshot.api_call_count,
         snapshot.created_at,
+        snapshot.updated_at,
+        snapshot.last_active_at,
         snapshot.billing_provider,
-        snapshot.seq,
+        messages,
+        snapshot.observed,
     )
-
-
-# ------------------------------------------------------- the WebUI's session
-
-# hermes-webui's api.models.Session attribute names, in fingerprint order.
-_WEBUI_FIELDS = (
-    "session_id",
-    "profile",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "estimated_cost",
-    "title",
-    "model",
-)
-_read_webui_fields = attrgetter(*_WEBUI_FIELDS)
-
-
-class WebUISessionAdapter:
-    """Default adapter: hermes-webui's ``api.models.Session`` attributes.
-
-    ``fingerprint()`` is the cheap pre-check run on every save: a handful of
-    attribute reads and a tuple, so a save with nothing new costs about a
-    microsecond. The full snapshot is only built when the fingerprint moved.
-    """
-
-    def fingerprint(self, session: Any) -> tuple[Any, ...]:
-        try:
-            values = _read_webui_fields(session)
-        except AttributeError:
-            values = tuple(getattr(session, name, None) for name in _WEBUI_FIELDS)
-        messages = getattr(session, "messages", None)
-        if type(messages) is list:  # the usual case, without a try
-            return values + (len(messages), getattr(session, "api_call_count", None))
-        try:
-            count = len(messages) if messages is not None else 0
-        except TypeError:
-            count = -1
-        return values + (count, getattr(session, "api_call_count", None))
-
-    def __call__(self, session: Any) -> UsageSnapshot | None:
-        return self.snapshot(session, self.fingerprint(session))
-
-    def snapshot(self, session: Any, fingerprint: tuple[Any, ...]) -> UsageSnapshot:
-        """The snapshot, reusing what ``fingerprint()`` already read."""
-        session_id, profile, tokens_in, tokens_out, cache_read, cache_write, cost, title, model, count, calls = (
-            fingerprint
-        )
-        if count < 0:
-            messages = getattr(session, "messages", None)
-            raise InvalidSnapshot("bad_value", f"messages must be a list, got {_describe(messages)}")
-        return build_snapshot(
-            session_id,
-            profile,
-            model,
-            title,
-            tokens_in,
-            tokens_out,
-            cache_read,
-            cache_write,
-            getattr(session, "reasoning_tokens", 0),
-            cost,
-            count,
-            calls,
-            getattr(session, "created_at", None),
-            getattr(session, "model_provider", None),
-        )
-
-
-webui_session_adapter = WebUISessionAdapter()

@@ -1,0 +1,313 @@
+"""The sync rule, pure: every case of version, ownership, deletion, fields and ledger, without I/O."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from engine_helpers import CONTEXT, NOW, desired, ledger, record, row
+from hypothesis import given
+from hypothesis import strategies as st
+
+from webui_insights.engine.plan import END_REASON, plan_chat
+from webui_insights.engine.states import Ledger, Row, Version, row_digest
+
+
+def applied(chat, owner="mirror", **fields):
+    """The record after ``chat`` was applied by this layer."""
+    values = {"owner": owner, "version": chat.version, "digest": chat.digest, "message_count": chat.message_count}
+    values.update(fields)
+    return record(**values)
+
+
+# ---------------------------------------------------------------- new rows
+
+
+def test_new_chat_becomes_a_complete_mirror_row() -> None:
+    chat = desired(input_tokens=3702, cache_read_tokens=600, output_tokens=168, message_count=6, tool_call_count=2)
+    plan = plan_chat(chat, None, None, CONTEXT)
+    assert (plan.outcome, plan.owner) == ("created", "mirror")
+    new = plan.insert
+    assert new is not None
+    assert new["source"] == "webui"
+    assert (new["input_tokens"], new["cache_read_tokens"], new["output_tokens"]) == (3102, 600, 168)
+    assert (new["message_count"], new["tool_call_count"]) == (6, 2)
+    assert new["started_at"] == chat.created_at
+    assert new["ended_at"] == chat.last_active_at and new["end_reason"] == END_REASON
+    assert new["estimated_cost_usd"] == pytest.approx(0.01)
+    assert plan.title.action == "write"
+    assert plan.record is not None and plan.record["owner"] == "mirror"
+    assert plan.record["version"] == chat.version
+
+
+def test_input_tokens_never_go_below_zero() -> None:
+    plan = plan_chat(desired(input_tokens=100, cache_read_tokens=80, cache_write_tokens=50), None, None, CONTEXT)
+    assert plan.insert is not None and plan.insert["input_tokens"] == 0
+
+
+def test_unknown_cache_split_keeps_the_total_in_input() -> None:
+    plan = plan_chat(desired(input_tokens=1234, cache_read_tokens=None, cache_write_tokens=None), None, None, CONTEXT)
+    assert plan.insert is not None
+    assert (plan.insert["input_tokens"], plan.insert["cache_read_tokens"]) == (1234, 0)
+
+
+def test_agent_reported_cache_splits_input_when_the_webui_keeps_none() -> None:
+    chat = desired(
+        input_tokens=3702,
+        cache_read_tokens=None,
+        cache_write_tokens=None,
+        ledger=Ledger(cache_read_tokens=600, api_calls=3),
+    )
+    plan = plan_chat(chat, None, None, CONTEXT)
+    assert plan.insert is not None
+    assert (plan.insert["input_tokens"], plan.insert["cache_read_tokens"], plan.insert["api_call_count"]) == (
+        3102,
+        600,
+        3,
+    )
+    assert plan.record is not None and plan.record["ledger"] == Ledger(cache_read_tokens=600, api_calls=3)
+
+
+def test_stored_ledger_splits_input_for_a_file_without_cache_fields() -> None:
+    chat = desired(input_tokens=3702, cache_read_tokens=None, cache_write_tokens=None)
+    known = record(owner="mirror", ledger=Ledger(cache_read_tokens=600, api_calls=3), message_count=6)
+    plan = plan_chat(chat, row(input_tokens=3702, message_count=6), known, CONTEXT)
+    assert plan.update["input_tokens"] == 3102
+    assert plan.update["cache_read_tokens"] == 600
+
+
+def test_future_created_at_is_clamped_to_now_and_noted() -> None:
+    plan = plan_chat(desired(created_at=NOW + 86400, last_active_at=NOW + 86400), None, None, CONTEXT)
+    assert plan.insert is not None and plan.insert["started_at"] == NOW
+    assert "future_created_at" in plan.notes
+
+
+def test_agent_written_chat_is_not_created_before_hermes_agent_does() -> None:
+    plan = plan_chat(desired(agent_writes=True), None, None, CONTEXT)
+    assert plan.outcome == "awaiting_hermes"
+    assert plan.insert is None and not plan.update
+
+
+# ------------------------------------------------------------------ versions
+
+
+def test_older_state_changes_nothing() -> None:
+    newer = desired(at=NOW - 10, title="Newer")
+    older = desired(at=NOW - 20, title="Older", input_tokens=1)
+    plan = plan_chat(older, row(title="Newer"), applied(newer), CONTEXT)
+    assert plan.outcome == "stale"
+    assert plan.insert is None and not plan.update and plan.title.action == "none"
+
+
+def test_equal_updated_at_is_ordered_by_observation() -> None:
+    # The WebUI saves a generated title without moving updated_at.
+    first = desired(at=NOW - 10, observed=NOW - 9, title="Untitled")
+    titled = desired(at=NOW - 10, observed=NOW - 8, title="Generated title")
+    assert plan_chat(titled, row(), applied(first), CONTEXT).title.base == "Generated title"
+    assert plan_chat(first, row(title="Generated title"), applied(titled), CONTEXT).outcome == "stale"
+
+
+def test_same_state_again_repairs_drift() -> None:
+    chat = desired()
+    drifted = row(input_tokens=1, output_tokens=2, message_count=2, title="A chat")
+    plan = plan_chat(chat, drifted, applied(chat, title_base="A chat", title_written="A chat"), CONTEXT)
+    assert plan.outcome == "updated"
+    assert plan.update["input_tokens"] == 1034
+    assert {d.field for d in plan.drift} >= {"input_tokens", "output_tokens"}
+
+
+def test_same_state_older_copy_still_counts_as_the_same_state() -> None:
+    chat = desired(at=NOW - 10, observed=NOW - 5)
+    copy = chat._replace(version=Version(NOW - 10, NOW - 7))  # the file, written before the capture
+    plan = plan_chat(copy, row(), applied(chat), CONTEXT)
+    assert plan.outcome != "stale"
+
+
+def test_totals_that_go_down_are_followed() -> None:
+    before = desired(at=NOW - 20, input_tokens=5000, output_tokens=500, message_count=8)
+    retried = desired(at=NOW - 10, input_tokens=3000, output_tokens=300, message_count=6)
+    current = row(input_tokens=4800, output_tokens=500, cache_read_tokens=200, message_count=8, title="A chat")
+    known = applied(before, written=row_digest(current.owned_values()), title_base="A chat", title_written="A chat")
+    plan = plan_chat(retried, current, known, CONTEXT)
+    assert (plan.update["input_tokens"], plan.update["output_tokens"], plan.update["message_count"]) == (2800, 300, 6)
+
+
+def test_missing_version_never_outranks_a_real_one() -> None:
+    real = desired(at=NOW - 10)
+    unversioned = desired(at=0.0, observed=NOW, input_tokens=1)
+    assert plan_chat(unversioned, row(), applied(real), CONTEXT).outcome == "stale"
+
+
+@given(
+    st.floats(min_value=0, max_value=NOW, allow_nan=False),
+    st.floats(min_value=0, max_value=NOW, allow_nan=False),
+    st.floats(min_value=0, max_value=NOW, allow_nan=False),
+    st.floats(min_value=0, max_value=NOW, allow_nan=False),
+)
+def test_of_two_different_states_only_the_newer_is_applied(
+    a_at: float, a_seen: float, b_at: float, b_seen: float
+) -> None:
+    a = desired(at=a_at, observed=a_seen, title="A", input_tokens=10)
+    b = desired(at=b_at, observed=b_seen, title="B", input_tokens=20)
+    if a.version == b.version:
+        return
+    newer, older = (a, b) if a.version > b.version else (b, a)
+    assert plan_chat(older, row(), applied(newer), CONTEXT).outcome == "stale"
+    assert plan_chat(newer, row(), applied(older), CONTEXT).outcome != "stale"
+
+
+# ----------------------------------------------------------------- ownership
+
+
+def test_row_of_another_source_is_never_written() -> None:
+    telegram = row(source="telegram", message_count=3, input_tokens=999, title="From Telegram")
+    plan = plan_chat(desired(message_count=2, title="Local copy"), telegram, None, CONTEXT)
+    assert (plan.outcome, plan.owner) == ("foreign", "foreign")
+    assert not plan.update and plan.title.action == "none" and plan.insert is None
+    assert plan.record == {"owner": "foreign"}
+
+
+def test_foreign_stays_foreign_even_after_its_row_is_gone() -> None:
+    plan = plan_chat(desired(message_count=9), None, record(owner="foreign"), CONTEXT)
+    assert plan.outcome == "foreign" and plan.insert is None
+
+
+@pytest.mark.parametrize(
+    "observed",
+    [
+        {"agent_marks": True},
+        {"live_messages": 4},
+    ],
+)
+def test_row_hermes_agent_writes_keeps_its_usage(observed) -> None:
+    hermes_row = row(input_tokens=3102, cache_read_tokens=600, output_tokens=168, message_count=6, **observed)
+    plan = plan_chat(desired(input_tokens=3702, cache_read_tokens=600, message_count=6), hermes_row, None, CONTEXT)
+    assert plan.owner == "hermes"
+    assert set(plan.update) <= {"started_at"}
+    assert plan.title.action == "write"  # what hermes leaves out
+
+
+def test_agent_flag_makes_an_existing_row_hermes_written() -> None:
+    plan = plan_chat(desired(agent_writes=True), row(), None, CONTEXT)
+    assert plan.owner == "hermes"
+
+
+def test_hermes_row_gets_the_earlier_creation_time_only() -> None:
+    chat = desired(created_at=NOW - 3600)
+    plan = plan_chat(chat, row(agent_marks=True, started_at=NOW - 60), None, CONTEXT)
+    assert plan.update == {"started_at": NOW - 3600}
+    later = plan_chat(desired(created_at=NOW - 30), row(agent_marks=True, started_at=NOW - 60), None, CONTEXT)
+    assert "started_at" not in later.update
+
+
+def test_mirror_row_taken_over_by_hermes_agent_gets_its_ended_at_back() -> None:
+    ours = row(ended_at=NOW - 50, end_reason=END_REASON, agent_marks=True, message_count=2)
+    plan = plan_chat(desired(), ours, record(owner="mirror", message_count=2), CONTEXT)
+    assert plan.owner == "hermes"
+    assert plan.update["ended_at"] is None and plan.update["end_reason"] is None
+    assert plan.record is not None and plan.record["owner"] == "hermes"
+
+
+def test_values_someone_else_wrote_hand_the_row_to_hermes() -> None:
+    chat = desired()
+    ours = row(input_tokens=1034, output_tokens=56, cache_read_tokens=200, message_count=2, estimated_cost_usd=0.01)
+    touched = ours._replace(input_tokens=ours.input_tokens + 500)
+    known = applied(chat, written=row_digest(ours.owned_values()))
+    assert plan_chat(chat, ours, known, CONTEXT).owner == "mirror"
+    assert plan_chat(chat, touched, known, CONTEXT).owner == "hermes"
+
+
+def test_bare_webui_row_is_adopted() -> None:
+    # Made by the host's own bridge or an earlier release: no agent marks, no messages.
+    plan = plan_chat(desired(), row(input_tokens=1234), None, CONTEXT)
+    assert plan.owner == "mirror"
+    assert plan.update["input_tokens"] == 1034
+
+
+def test_hermes_set_end_reason_is_never_touched() -> None:
+    ended = row(ended_at=NOW - 500, end_reason="compression", title="A chat")
+    plan = plan_chat(desired(), ended, record(owner="mirror", message_count=2), CONTEXT)
+    assert "ended_at" not in plan.update and "end_reason" not in plan.update
+
+
+# ----------------------------------------------------------------- deletions
+
+
+def test_deleted_in_hermes_stays_deleted_without_a_new_turn() -> None:
+    chat = desired(message_count=4)
+    plan = plan_chat(chat, None, applied(chat, message_count=4), CONTEXT)
+    assert plan.outcome == "deleted"
+    assert plan.insert is None
+    assert plan.record == {"deleted_at": NOW}
+    renamed = desired(at=NOW - 1, message_count=4, title="Renamed")
+    assert plan_chat(renamed, None, applied(chat, message_count=4, deleted_at=NOW), CONTEXT).outcome == "deleted"
+
+
+def test_a_new_turn_brings_a_deleted_chat_back() -> None:
+    before = desired(at=NOW - 20, message_count=4)
+    turn = desired(at=NOW - 10, message_count=6)
+    plan = plan_chat(turn, None, applied(before, message_count=4, deleted_at=NOW - 15), CONTEXT)
+    assert (plan.outcome, plan.owner) == ("restored", "mirror")
+    assert plan.insert is not None and plan.insert["message_count"] == 6
+    assert plan.record is not None and plan.record["deleted_at"] is None
+
+
+def test_restore_deleted_flag_brings_it_back_without_a_turn() -> None:
+    chat = desired(message_count=4)
+    context = dataclasses.replace(CONTEXT, restore_deleted=True)
+    assert plan_chat(chat, None, applied(chat, message_count=4), context).outcome == "restored"
+
+
+# -------------------------------------------------------------------- ledger
+
+
+def test_ledger_increments_add_up_even_for_a_stale_state() -> None:
+    newer = desired(at=NOW - 10)
+    stale = desired(at=NOW - 20, ledger=ledger(cache_read_tokens=200, api_calls=1))
+    known = applied(newer, ledger=Ledger(cache_read_tokens=400, api_calls=2))
+    plan = plan_chat(stale, row(), known, CONTEXT)
+    assert plan.outcome == "stale"
+    assert plan.record == {"ledger": Ledger(cache_read_tokens=600, api_calls=3)}
+
+
+# --------------------------------------------------------------------- drift
+
+
+def test_an_up_to_date_row_plans_nothing() -> None:
+    chat = desired()
+    plan = plan_chat(chat, None, None, CONTEXT)
+    assert plan.insert is not None
+    values = {k: v for k, v in plan.insert.items() if k not in ("id",)}
+    current = row(**{k: values[k] for k in values if k in Row._fields}, title="A chat")
+    known = applied(chat, written=row_digest(current.owned_values()), title_base="A chat", title_written="A chat")
+    again = plan_chat(chat, current, known, CONTEXT)
+    assert (again.outcome, again.update, again.drift, again.record) == ("unchanged", {}, [], None)
+
+
+def test_turns_the_webui_did_not_record_count_from_the_agents_own_accounting() -> None:
+    # hermes-webui's /api/chat adds nothing to the chat's totals; the agent counted the turn.
+    chat = desired(
+        input_tokens=0,
+        output_tokens=0,
+        cache_read_tokens=0,
+        estimated_cost_usd=None,
+        ledger=Ledger(cache_read_tokens=600, api_calls=3, prompt_tokens=3702, completion_tokens=168, cost_usd=0.0081),
+    )
+    plan = plan_chat(chat, None, None, CONTEXT)
+    assert plan.insert is not None
+    new = plan.insert
+    assert (new["input_tokens"], new["cache_read_tokens"], new["output_tokens"]) == (3102, 600, 168)
+    assert (new["api_call_count"], new["estimated_cost_usd"]) == (3, pytest.approx(0.0081))
+
+
+def test_history_from_before_the_agent_was_observed_keeps_the_webuis_larger_totals() -> None:
+    chat = desired(
+        input_tokens=10_000,
+        output_tokens=900,
+        cache_read_tokens=None,
+        cache_write_tokens=None,
+        ledger=Ledger(cache_read_tokens=200, api_calls=1, prompt_tokens=1234, completion_tokens=56),
+    )
+    plan = plan_chat(chat, None, None, CONTEXT)
+    assert plan.insert is not None
+    assert (plan.insert["input_tokens"], plan.insert["output_tokens"]) == (9800, 900)

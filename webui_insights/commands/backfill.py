@@ -1,0 +1,200 @@
+"""``backfill``: bring the WebUI's existing chats into each profile's state.db.
+
+Runs every session file through the engine (the same rule as a live save),
+dated by the chat's creation time so ``hermes insights --days N`` counts it
+on the day it happened. Chats already right are "unchanged", so a second run
+writes nothing, and an interrupted run is resumed by running it again: each
+transaction commits on its own. Chats deleted in hermes are listed and left
+out unless ``restore_deleted``. Given ``SessionFiles`` rather than a finished
+``Scan``, each part of the folder is written as soon as it is read, while
+reader processes parse the next. A dry run plans on read-only connections.
+
+Never: create a state.db, modify a WebUI file, or hold state.db's write lock
+for long (the engine splits the work into short transactions).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..engine.store import StateStore
+from ..profiles import Homes
+from ..snapshot import UsageSnapshot
+from ..sources import Scan, SessionFiles
+from .batch import CHUNK, BatchWriter, DatabaseOutcome, check_all, nowhere
+
+__all__ = ["BackfillReport", "backfill"]
+
+# progress(files done, files in the folder)
+Progress = Callable[[int, int], None]
+
+
+@dataclass(slots=True)
+class BackfillReport:
+    """What a backfill found and did; the CLI prints it and its ``--json``.
+
+    Every session file is counted once: ``files`` = ``chats`` + ``blank`` +
+    ``filtered`` + ``len(unreadable)`` + ``unread`` (``unread``: not reached
+    before an interruption); every chat once: ``chats`` = ``len(refused)`` +
+    the chats of each state.db, whose outcomes add up to them.
+    """
+
+    sessions_dir: str
+    files: int = 0
+    chats: int = 0
+    blank: int = 0
+    filtered: int = 0
+    unread: int = 0
+    unreadable: list[tuple[str, str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    databases: list[DatabaseOutcome] = field(default_factory=list)
+    dry_run: bool = False
+    interrupted: bool = False
+    total_s: float = 0.0
+
+    @property
+    def outcomes(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for database in self.databases:
+            total.update(database.outcomes)
+        return total
+
+    @property
+    def notes(self) -> Counter[str]:
+        total: Counter[str] = Counter()
+        for database in self.databases:
+            total.update(database.notes)
+        return total
+
+    @property
+    def written(self) -> int:
+        outcomes = self.outcomes
+        return outcomes["created"] + outcomes["updated"] + outcomes["restored"]
+
+    @property
+    def deleted_in_hermes(self) -> list[str]:
+        return [p.session_id for d in self.databases for p in d.plans if p.outcome == "deleted"]
+
+    @property
+    def complete(self) -> bool:
+        """Every readable chat reached its state.db and none was refused.
+
+        A missing state.db is reported, not a failure — unless every one is (``nowhere``).
+        """
+        return (
+            not self.interrupted
+            and not self.refused
+            and all(d.status in ("ok", "missing") for d in self.databases)
+            and not nowhere(self.databases)
+        )
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "command": "backfill",
+            "sessions_dir": self.sessions_dir,
+            "dry_run": self.dry_run,
+            "files": self.files,
+            "chats": self.chats,
+            "blank": self.blank,
+            "filtered": self.filtered,
+            "unread": self.unread,
+            "skipped": dict(Counter(kind for _, kind, _ in self.unreadable)),
+            "unreadable": [{"file": n, "kind": k, "reason": r} for n, k, r in self.unreadable],
+            "refused": [{"session_id": s, "reason": r} for s, r in self.refused],
+            "outcomes": dict(self.outcomes),
+            "notes": dict(self.notes),
+            "written": self.written,
+            "deleted_in_hermes": self.deleted_in_hermes,
+            "databases": [d.as_dict() for d in self.databases],
+            "complete": self.complete,
+            "interrupted": self.interrupted,
+            "total_s": round(self.total_s, 3),
+        }
+
+
+def backfill(
+    source: Scan | SessionFiles,
+    homes: Homes,
+    *,
+    dry_run: bool = False,
+    transcripts: bool = False,
+    restore_deleted: bool = False,
+    progress: Progress | None = None,
+    open_store: Callable[[Path], StateStore] = StateStore,
+    chunk: int = CHUNK,
+) -> BackfillReport:
+    """Run the chats of ``source`` through the engine (or, ``dry_run``, plan them read-only).
+
+    ``source`` is a finished ``Scan``, or ``SessionFiles`` to read now
+    (their parts written while the next are read). ``progress(done,
+    total)`` counts session files. KeyboardInterrupt propagates with the
+    report so far as its ``.report`` attribute: what committed before it
+    is in, nothing is half written.
+    """
+    started = time.perf_counter()
+    if isinstance(source, SessionFiles) and transcripts and not source.keep_messages:
+        source = dataclasses.replace(source, keep_messages=True)
+    report = BackfillReport(sessions_dir=str(source.directory), dry_run=dry_run)
+    scan = source if isinstance(source, Scan) else None
+
+    def on_part(so_far: Scan, chats: list[UsageSnapshot]) -> None:
+        nonlocal scan
+        scan = so_far
+        if writer is not None:
+            writer.add(chats)
+        if progress is not None:
+            progress(so_far.done, so_far.files)
+
+    writer = (
+        None
+        if dry_run
+        else BatchWriter(
+            homes,
+            transcripts=transcripts,
+            restore_deleted=restore_deleted,
+            open_store=open_store,
+            chunk=chunk,
+            keep_plan=lambda plan: plan.outcome == "deleted",
+        )
+    )
+    try:
+        try:
+            if isinstance(source, SessionFiles):
+                scan = source.read(on_part)
+            elif writer is not None:
+                on_part(source, source.snapshots)
+        finally:
+            if writer is not None:
+                report.databases, report.refused = writer.close()
+        if dry_run and scan is not None:
+            report.databases, report.refused = check_all(
+                homes, scan.snapshots, transcripts=transcripts, restore_deleted=restore_deleted
+            )
+    except KeyboardInterrupt as exc:
+        report.interrupted = True
+        _count_files(report, scan)
+        report.total_s = time.perf_counter() - started
+        exc.report = report  # type: ignore[attr-defined]
+        raise
+    _count_files(report, scan)
+    report.total_s = time.perf_counter() - started
+    return report
+
+
+def _count_files(report: BackfillReport, scan: Scan | None) -> None:
+    """The file counts of ``scan`` (so far): after an interruption, what was not reached is ``unread``."""
+    if scan is None:
+        return
+    report.files, report.blank, report.filtered = scan.files, scan.blank, scan.filtered
+    report.unreadable = list(scan.bad)
+    if report.interrupted:
+        report.chats = len(report.refused) + sum(d.chats for d in report.databases)
+    else:
+        report.chats = len(scan.snapshots)
+    report.unread = report.files - report.chats - report.blank - report.filtered - len(report.unreadable)

@@ -1,0 +1,222 @@
+"""Executing plans: the only code that writes hermes' tables.
+
+Runs inside one write transaction (``SessionDB._execute_write`` gives it
+``BEGIN IMMEDIATE`` and SessionDB's own retry): new rows in one
+``executemany``, updates grouped by the columns they set, titles with their
+collision names resolved against hermes' unique title index, and the
+records last, so a chat's row and its record commit together or not at all.
+
+Never: decide anything (``plan`` did), write a column a plan did not ask
+for, or leave a title another session holds (the index would refuse it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .plan import ChatPlan
+from .records import merge, write_records
+from .states import Record
+from .titles import candidate
+
+__all__ = ["ApplyResult", "TitleAllocator", "apply_plans", "free_title"]
+
+_INSERT_COLUMNS = (
+    "id",
+    "source",
+    "model",
+    "billing_provider",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "estimated_cost_usd",
+    "api_call_count",
+    "message_count",
+    "tool_call_count",
+    "title",
+)
+_INSERT_SQL = (
+    f"INSERT INTO sessions ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) "
+    "ON CONFLICT(id) DO NOTHING"
+)
+_MAX_COLLISION_NAMES = 10_000
+_IN_CHUNK = 400
+# Outcomes where the chat's row is not this layer's to touch now.
+_NO_TRANSCRIPT = frozenset({"stale", "foreign", "deleted", "awaiting_hermes"})
+
+
+@dataclass(slots=True)
+class ApplyResult:
+    """What one transaction changed."""
+
+    rows_written: int = 0
+    titles_written: int = 0
+    # (session_id, why) for chats whose title could not be given
+    title_problems: list[tuple[str, str]] = field(default_factory=list)
+    records_written: int = 0
+    # Chats whose transcript did not fit this transaction's time budget (the next one goes on).
+    unfinished: list[str] = field(default_factory=list)
+
+
+class TitleAllocator:
+    """Gives chats free names within one transaction's batch of writes.
+
+    Names given earlier in the batch are not in the database yet (writes
+    run at the batch's end), so they are ``claimed`` here; the highest
+    collision number handed out per base title is remembered, so many chats
+    sharing a title cost one range query, not a scan per chat. The names
+    most batches need (each base title and its first collision name) are
+    looked up with one query for the whole batch.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, max_length: int) -> None:
+        self.conn = conn
+        self.max_length = max_length
+        self.claimed: set[str] = set()
+        self.holders: dict[str, str] = {}  # title -> id, for prefetched names
+        self.prefetched: set[str] = set()
+        self.highest: dict[str, int] = {}
+
+    def prefetch(self, bases: Sequence[str]) -> None:
+        names = list(dict.fromkeys(n for base in bases for n in (base, candidate(base, 1, self.max_length))))
+        for start in range(0, len(names), _IN_CHUNK):
+            chunk = names[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            self.holders.update(
+                self.conn.execute(f"SELECT title, id FROM sessions WHERE title IN ({marks})", chunk).fetchall()
+            )
+            self.prefetched.update(chunk)
+
+    def taken(self, name: str, session_id: str) -> bool:
+        if name in self.claimed:
+            return True
+        if name in self.prefetched:
+            holder = self.holders.get(name)
+            return holder is not None and holder != session_id
+        found = self.conn.execute("SELECT 1 FROM sessions WHERE title = ? AND id != ?", (name, session_id)).fetchone()
+        return found is not None
+
+    def give(self, base: str, session_id: str) -> str | None:
+        """``base``, or its first collision name no other session holds (None: none left); claimed."""
+        name = self._free(base, session_id)
+        if name is not None:
+            self.claimed.add(name)
+        return name
+
+    def _free(self, base: str, session_id: str) -> str | None:
+        for n in (0, 1):
+            name = candidate(base, n, self.max_length)
+            if not self.taken(name, session_id):
+                return name
+        start = self.highest.get(base)
+        if start is None:
+            start = self._highest_in_db(base, session_id)
+        for n in range(start + 1, start + _MAX_COLLISION_NAMES):
+            name = candidate(base, n, self.max_length)
+            if not self.taken(name, session_id):
+                self.highest[base] = n
+                return name
+        return None
+
+    def _highest_in_db(self, base: str, session_id: str) -> int:
+        """The highest n of "base (WebUI n)" another session holds (1 if none), found by SQLite."""
+        stem = candidate(base, 2, self.max_length)[: -len("2)")]
+        start = len(stem) + 1  # substr() counts characters from 1
+        (highest,) = self.conn.execute(
+            "SELECT MAX(CAST(substr(title, ?, length(title) - ? - 1) AS INTEGER)) FROM sessions "
+            "WHERE title > ? AND title < ? AND id != ? AND title GLOB '*)' "
+            "AND substr(title, ?, length(title) - ? - 1) NOT GLOB '*[^0-9]*'",
+            (start, start - 1, stem, stem + "\uffff", session_id, start, start - 1),
+        ).fetchone()
+        return max(1, highest or 1)
+
+
+def free_title(conn: sqlite3.Connection, base: str, session_id: str, max_length: int) -> str | None:
+    """``base``, or its first collision name no other session holds (None: none left)."""
+    return TitleAllocator(conn, max_length).give(base, session_id)
+
+
+def apply_plans(
+    conn: sqlite3.Connection,
+    plans: Sequence[ChatPlan],
+    records: dict[str, Record],
+    *,
+    now: float,
+    max_title_length: int,
+    write_transcript: Callable[..., bool] | None = None,
+    transcript_args: dict[str, Any] | None = None,
+) -> ApplyResult:
+    """Execute ``plans`` on ``conn`` (inside the caller's transaction); records last.
+
+    ``write_transcript(conn, plan, record, changes, **transcript_args)``
+    writes a chat's messages (it runs after the chat's row exists) and says
+    whether it finished within the budget.
+    """
+    result = ApplyResult()
+    record_changes: dict[str, dict[str, Any]] = {}
+    inserts: list[tuple[Any, ...]] = []
+    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    titles = TitleAllocator(conn, max_title_length)
+    titles.prefetch([p.title.base for p in plans if p.title.action == "write" and p.title.base is not None])
+    for plan in plans:
+        changes = dict(plan.record or {})
+        title = _resolve_title(plan, titles, result, changes)
+        if plan.insert is not None:
+            plan.insert["title"] = title
+            inserts.append(tuple(map(plan.insert.get, _INSERT_COLUMNS)))
+            result.rows_written += 1
+        elif plan.update or title is not None:
+            columns = dict(plan.update)
+            if title is not None:
+                columns["title"] = title
+            names = tuple(columns)
+            updates[names].append((*columns.values(), plan.session_id))
+            result.rows_written += 1
+        if title is not None:
+            result.titles_written += 1
+        if changes:
+            record_changes[plan.session_id] = changes
+    if inserts:
+        conn.executemany(_INSERT_SQL, inserts)
+    for names, params in updates.items():
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
+    if write_transcript is not None:
+        for plan in plans:
+            desired = plan.desired
+            if desired is None or desired.transcript is None or plan.outcome in _NO_TRANSCRIPT:
+                continue
+            changes = record_changes.setdefault(plan.session_id, {})
+            if not write_transcript(conn, plan, records.get(plan.session_id), changes, **(transcript_args or {})):
+                result.unfinished.append(plan.session_id)
+            if not changes:
+                del record_changes[plan.session_id]
+    if record_changes:
+        write_records(conn, ((sid, merge(records.get(sid), changes)) for sid, changes in record_changes.items()), now)
+        result.records_written = len(record_changes)
+    return result
+
+
+def _resolve_title(plan: ChatPlan, titles: TitleAllocator, result: ApplyResult, changes: dict[str, Any]) -> str | None:
+    """The name to write for a "write" decision, remembered in the record; None otherwise."""
+    decision = plan.title
+    if decision.action == "refused":
+        result.title_problems.append((plan.session_id, f"title {decision.reason}"))
+        return None
+    if decision.action != "write" or decision.base is None:
+        return None
+    name = titles.give(decision.base, plan.session_id)
+    if name is None:
+        result.title_problems.append((plan.session_id, "no free collision name for its title"))
+        return None
+    changes.update(title_base=decision.base, title_written=name)
+    return name

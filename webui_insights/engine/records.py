@@ -1,0 +1,198 @@
+"""This layer's memory of each chat, kept in state.db itself (table ``webui_insights_chats``).
+
+The record has to commit atomically with the row it describes — the version
+check and the version update run in the same transaction as the row change,
+so two processes, a restart or a CLI run can never apply an older state
+over a newer one — so it lives in the same database. One row per chat:
+owner, version and digest of the state last applied, a fingerprint of the
+usage columns as last written, the title last written (and the WebUI title
+it stands for), what was written of the transcript, and the usage the agent
+reported that the WebUI does not keep.
+
+``transcript_chain`` is the fingerprint chain of the messages written; while
+a long rewrite is still deleting the old tail it reads ``"<kept>:<chain>"``
+(``transcripts.TranscriptWriter``).
+
+It is a table of its own that no hermes code reads: hermes' migrations
+(``SessionDB`` opening a state.db of an older release), ``hermes sessions
+delete/prune/rename/export`` and ``hermes insights`` ignore it (tested on
+every supported release), and deleting a chat in hermes leaves its record,
+which is how a deletion is told apart from a chat never mirrored.
+
+An earlier release kept title and transcript memory in
+``webui_insights_sync``; it is folded in (owner "mirror") the first time a
+write transaction runs, and read as a fallback until then.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from .states import Ledger, Record, Version
+
+__all__ = ["TABLE", "LEGACY_TABLE", "ensure_table", "read_records", "write_records", "merge"]
+
+TABLE = "webui_insights_chats"
+LEGACY_TABLE = "webui_insights_sync"
+_CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
+    session_id TEXT PRIMARY KEY,
+    owner TEXT,
+    version_updated REAL,
+    version_observed REAL,
+    digest TEXT,
+    written TEXT,
+    message_count INTEGER NOT NULL DEFAULT 0,
+    title_base TEXT,
+    title_written TEXT,
+    transcript_count INTEGER NOT NULL DEFAULT 0,
+    transcript_chain TEXT,
+    ledger_cache_read INTEGER NOT NULL DEFAULT 0,
+    ledger_cache_write INTEGER NOT NULL DEFAULT 0,
+    ledger_reasoning INTEGER NOT NULL DEFAULT 0,
+    ledger_api_calls INTEGER NOT NULL DEFAULT 0,
+    ledger_prompt INTEGER NOT NULL DEFAULT 0,
+    ledger_completion INTEGER NOT NULL DEFAULT 0,
+    ledger_cost REAL NOT NULL DEFAULT 0,
+    deleted_at REAL,
+    changed_at REAL
+)"""
+_COLUMNS = (
+    "session_id, owner, version_updated, version_observed, digest, written, message_count, title_base, "
+    "title_written, transcript_count, transcript_chain, ledger_cache_read, ledger_cache_write, "
+    "ledger_reasoning, ledger_api_calls, ledger_prompt, ledger_completion, ledger_cost, deleted_at"
+)
+_UPSERT = (
+    f"INSERT OR REPLACE INTO {TABLE} ({_COLUMNS}, changed_at) VALUES "
+    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_IN_CHUNK = 500  # well under SQLite's bound-parameter limit
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    return {
+        name
+        for (name,) in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)", (TABLE, LEGACY_TABLE)
+        )
+    }
+
+
+def ensure_table(conn: sqlite3.Connection) -> None:
+    """Create the table (inside the caller's write transaction) and fold in the legacy one."""
+    present = _tables(conn)
+    if TABLE not in present:
+        conn.execute(_CREATE)
+    if LEGACY_TABLE in present:
+        conn.execute(
+            f"INSERT OR IGNORE INTO {TABLE} (session_id, owner, title_base, title_written, transcript_count, "
+            f"transcript_chain, changed_at) SELECT session_id, 'mirror', title_base, title_written, "
+            f"COALESCE(transcript_count, 0), transcript_hash, updated_at FROM {LEGACY_TABLE}"
+        )
+        conn.execute(f"DROP TABLE {LEGACY_TABLE}")
+
+
+def _from_row(values: Sequence[Any]) -> Record:
+    (
+        _sid,
+        owner,
+        v_updated,
+        v_observed,
+        digest,
+        written,
+        message_count,
+        title_base,
+        title_written,
+        transcript_count,
+        transcript_chain,
+        l_read,
+        l_write,
+        l_reasoning,
+        l_calls,
+        l_prompt,
+        l_completion,
+        l_cost,
+        deleted_at,
+    ) = values
+    return Record(
+        owner=owner,
+        version=Version(v_updated, v_observed) if v_updated is not None and v_observed is not None else None,
+        digest=digest,
+        written=written,
+        message_count=message_count or 0,
+        title_base=title_base,
+        title_written=title_written,
+        transcript_count=transcript_count or 0,
+        transcript_chain=transcript_chain,
+        ledger=Ledger(
+            l_read or 0, l_write or 0, l_reasoning or 0, l_calls or 0, l_prompt or 0, l_completion or 0, l_cost or 0.0
+        ),
+        deleted_at=deleted_at,
+    )
+
+
+def read_records(conn: sqlite3.Connection, session_ids: Iterable[str]) -> dict[str, Record]:
+    """The records of ``session_ids`` that exist (works on a read-only connection)."""
+    ids = list(session_ids)
+    present = _tables(conn)
+    found: dict[str, Record] = {}
+    if TABLE in present:
+        for start in range(0, len(ids), _IN_CHUNK):
+            chunk = ids[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for values in conn.execute(f"SELECT {_COLUMNS} FROM {TABLE} WHERE session_id IN ({marks})", chunk):
+                found[values[0]] = _from_row(values)
+    if LEGACY_TABLE in present:
+        missing = [i for i in ids if i not in found]
+        for start in range(0, len(missing), _IN_CHUNK):
+            chunk = missing[start : start + _IN_CHUNK]
+            marks = ",".join("?" * len(chunk))
+            for sid, base, written, count, chain in conn.execute(
+                f"SELECT session_id, title_base, title_written, transcript_count, transcript_hash "
+                f"FROM {LEGACY_TABLE} WHERE session_id IN ({marks})",
+                chunk,
+            ):
+                found[sid] = Record(
+                    owner="mirror",
+                    title_base=base,
+                    title_written=written,
+                    transcript_count=count or 0,
+                    transcript_chain=chain,
+                )
+    return found
+
+
+_EMPTY = Record()
+
+
+def merge(record: Record | None, changes: dict[str, Any]) -> Record:
+    """``record`` with ``changes`` (field name → value) applied."""
+    return (record or _EMPTY)._replace(**changes)
+
+
+def write_records(conn: sqlite3.Connection, records: Iterable[tuple[str, Record]], now: float) -> None:
+    """Store whole records (inside the caller's write transaction)."""
+    rows = []
+    for session_id, r in records:
+        version = r.version
+        rows.append(
+            (
+                session_id,
+                r.owner,
+                version.updated_at if version else None,
+                version.observed if version else None,
+                r.digest,
+                r.written,
+                r.message_count,
+                r.title_base,
+                r.title_written,
+                r.transcript_count,
+                r.transcript_chain,
+                *r.ledger,
+                r.deleted_at,
+                now,
+            )
+        )
+    if rows:
+        conn.executemany(_UPSERT, rows)

@@ -1,0 +1,166 @@
+"""One state.db, opened the only ways this layer may open it.
+
+Owns the guard in front of every access: a state.db is written only when it
+exists (this layer never creates one) and hermes has initialised it (it has
+a ``schema_version`` table — opening ``SessionDB`` on any other SQLite file
+would apply hermes' whole schema to it). Writes go through
+``SessionDB._execute_write``: ``BEGIN IMMEDIATE``, SessionDB's own lock
+retry and checkpoint cadence. Reads for ``verify``, ``status`` and dry runs
+use a plain read-only SQLite connection (no schema init, no write), which
+also works on a read-only copy where SQLite cannot create the ``-shm`` file.
+
+Never: open state.db, ``-wal`` or ``-shm`` with plain file I/O (closing such
+a descriptor drops the SQLite locks other connections of this process
+hold), create a file, checkpoint or VACUUM on its own.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .hermes import Capabilities, hermes_state
+from .rows import messages_have_active
+
+__all__ = [
+    "StateDBMissing",
+    "StateDBUninitialised",
+    "StateStore",
+    "file_identity",
+    "open_read_only",
+    "is_busy",
+    "check_initialised",
+    "create_state_db",
+]
+
+T = TypeVar("T")
+
+
+class StateDBMissing(FileNotFoundError):
+    """No state.db at the resolved path; this layer never creates one."""
+
+
+class StateDBUninitialised(Exception):
+    """The file is not a hermes state.db (no ``schema_version`` table): never touched."""
+
+
+def file_identity(path: Path) -> tuple[int, int] | None:
+    """(device, inode) of ``path`` via stat(); never opens the file."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
+
+
+def is_busy(exc: BaseException) -> bool:
+    """Another writer holds the lock: worth a quick retry (anything else backs off longer)."""
+    if isinstance(exc, sqlite3.OperationalError):
+        text = str(exc).lower()
+        return "locked" in text or "busy" in text
+    return False
+
+
+def open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection; on a copy where ``-shm`` cannot be created, an immutable one.
+
+    Raises StateDBMissing when there is no file, sqlite3.Error when it is not a database.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise StateDBMissing(f"no state.db at {path}")
+    uri = path.resolve().as_uri()
+    conn = sqlite3.connect(uri + "?mode=ro", uri=True, timeout=5.0)
+    try:
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+        return conn
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        if "locked" in str(exc).lower() or "busy" in str(exc).lower():
+            raise
+    # A WAL database in a directory we cannot write: SQLite cannot make the
+    # -shm it needs for a normal read. immutable=1 reads the main file as is
+    # (what a backup or a mounted copy holds).
+    return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, timeout=5.0)
+
+
+def check_initialised(conn: sqlite3.Connection, path: Path) -> None:
+    """Raise StateDBUninitialised unless hermes has initialised this database."""
+    found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone()
+    if found is None:
+        raise StateDBUninitialised(f"{path} is not a hermes state.db (no schema_version table); left untouched")
+
+
+class StateStore:
+    """A long-lived ``SessionDB`` handle on an existing, hermes-initialised state.db.
+
+    ``write_retries`` bounds SessionDB's own lock-retry loop for this handle
+    only: the background writer wants to fail fast and back off itself (its
+    sleep can be interrupted at shutdown), a CLI backfill can afford patience.
+    ``section`` wraps opening, each transaction and closing (the host side
+    passes ``forksafe.sqlite_section``: a fork waits for them to end).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        write_retries: int | None = None,
+        section: Callable[[], AbstractContextManager[Any]] = nullcontext,
+    ) -> None:
+        self._section = section
+        with section():
+            self._open(Path(path), write_retries)
+
+    def _open(self, path: Path, write_retries: int | None) -> None:
+        self.path = path
+        identity = file_identity(self.path)
+        if identity is None or not self.path.is_file():
+            raise StateDBMissing(f"no state.db at {self.path}")
+        probe = open_read_only(self.path)
+        try:
+            check_initialised(probe, self.path)
+        finally:
+            probe.close()
+        module = hermes_state()
+        self.identity = identity
+        self.db: Any = module.SessionDB(db_path=self.path)
+        if write_retries is not None and hasattr(type(self.db), "_WRITE_MAX_RETRIES"):
+            self.db._WRITE_MAX_RETRIES = max(1, int(write_retries))
+        self.capabilities = Capabilities.detect(self.db)
+        self._active: bool | None = None
+
+    def is_same_file(self) -> bool:
+        """False once state.db was deleted or replaced behind this handle."""
+        return file_identity(self.path) == self.identity
+
+    def messages_have_active(self, conn: sqlite3.Connection) -> bool:
+        if self._active is None:
+            self._active = messages_have_active(conn)
+        return self._active
+
+    def run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """``fn(conn)`` in one write transaction (re-run from the start if SessionDB retries)."""
+        if not self.capabilities.execute_write:
+            raise RuntimeError("this hermes-agent's SessionDB has no _execute_write; cannot write")
+        with self._section():
+            result: T = self.db._execute_write(fn)
+        return result
+
+    def close(self) -> None:
+        db, self.db = self.db, None
+        if db is not None:
+            with self._section():
+                db.close()
+
+
+def create_state_db(path: Path) -> None:
+    """Create an empty state.db the way a first ``hermes`` run does.
+
+    Only the demo and tests call this; the mirror itself never creates one.
+    """
+    hermes_state().SessionDB(db_path=Path(path)).close()
