@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-compat bench reliability clean
+.PHONY: demo test test-host test-compat bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# The real hermes-webui server (each snapshot in ../shared/hosts, or WEBUI_SRC=/path/to/hermes-webui)
+# with the real hermes-agent and a fake LLM on 127.0.0.1, end to end (tests/hosts/README.md).
+test-host: $(STAMP)
+	$(PY) -m pytest -q -m "real_host or real_host_hint" tests
 
 # The suite again in one virtual environment per hermes-agent (oldest, newest)
 # and wrapt (1.x, 2.x) combination; writes compat/RESULTS.md and the README table.
