@@ -182,6 +182,15 @@ class LockHolds:
     def longest(self) -> float:
         return max(self.holds, default=0.0)
 
+    @property
+    def p99(self) -> float:
+        """The hold 99 transactions in 100 stay under (the longest, for fewer than 100)."""
+        ordered = sorted(self.holds)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))] if ordered else 0.0
+
+    def over(self, limit: float) -> int:
+        return sum(1 for hold in self.holds if hold > limit)
+
 
 # --------------------------------------------------------------- sampling
 

@@ -311,3 +311,17 @@ def test_history_from_before_the_agent_was_observed_keeps_the_webuis_larger_tota
     plan = plan_chat(chat, None, None, CONTEXT)
     assert plan.insert is not None
     assert (plan.insert["input_tokens"], plan.insert["output_tokens"]) == (9800, 900)
+
+
+def test_the_written_key_of_a_row_and_of_its_values_agree() -> None:
+    current = row(
+        input_tokens=7,
+        output_tokens=8,
+        cache_read_tokens=9,
+        cache_write_tokens=1,
+        reasoning_tokens=2,
+        estimated_cost_usd=0.125,
+        api_call_count=3,
+        message_count=4,
+    )
+    assert row_digest(current.owned_values()) == current.written_key() == "7|8|9|1|2|0.125000000|3|4"

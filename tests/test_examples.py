@@ -59,7 +59,11 @@ def test_plain_python_example_mirrors_its_own_field_names(enabled_env: Path, tmp
     row = read_row(enabled_env / "state.db", conv.conv_id)
     assert row is not None
     assert row["source"] == "webui" and row["title"] == "Own names"
-    assert (row["input_tokens"], row["output_tokens"]) == (conv.prompt_tokens, conv.completion_tokens)
+    # hermes' convention: input without the cached prompt tokens, which get their own column.
+    assert (row["input_tokens"], row["output_tokens"]) == (
+        conv.prompt_tokens - conv.cached_tokens,
+        conv.completion_tokens,
+    )
     assert (row["cache_read_tokens"], row["api_call_count"]) == (conv.cached_tokens, 3)
     assert row["message_count"] == 6
     assert row["started_at"] == pytest.approx(conv.started)
@@ -144,7 +148,7 @@ def test_fastapi_example_installs_in_lifespan_and_reaches_state_db(enabled_env: 
 
     row = read_row(enabled_env / "state.db", chat_id)
     assert row is not None
-    assert (row["input_tokens"], row["output_tokens"]) == (body["input_tokens"], body["output_tokens"])
+    assert (row["input_tokens"], row["output_tokens"]) == (body["input_tokens"] - 32, body["output_tokens"])
     assert (row["title"], row["message_count"], row["api_call_count"]) == ("hello fastapi", 4, 2)
     assert row["cache_read_tokens"] == 32
 
@@ -154,7 +158,7 @@ def test_fastapi_example_routes_a_profile_to_its_own_state_db(enabled_env: Path,
     pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
-    from webui_insights.sink import create_state_db
+    from webui_insights.engine.store import create_state_db
 
     work = enabled_env / "profiles" / "work"
     work.mkdir(parents=True)

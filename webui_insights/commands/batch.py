@@ -55,6 +55,12 @@ CHUNK = 2000
 
 Progress = Callable[[int], None]
 
+# Work per write transaction. With messages, less: each insert fires hermes'
+# full-text triggers, and one of them now and then merges the index's
+# segments (tens of ms inside a single INSERT), which no budget can foresee.
+BUDGET_S = 0.025
+TRANSCRIPT_BUDGET_S = 0.012
+
 # The outcomes where the engine changes the row (for verify: drift).
 WRITING_OUTCOMES = frozenset({"created", "updated", "restored"})
 
@@ -370,6 +376,7 @@ class BatchWriter:
                 sync(
                     store,
                     _desired(part, self.transcripts, outcome.notes),
+                    budget_s=TRANSCRIPT_BUDGET_S if self.transcripts else BUDGET_S,
                     keep_plans=self.keep_plan is not None,
                     write_transcript=self._transcripts,
                     report=report,
@@ -510,6 +517,6 @@ def _transcript_drift(conn: sqlite3.Connection, plans: list[ChatPlan]) -> None:
         if have != wanted:
             first = next((i for i, (a, b) in enumerate(zip(have, wanted, strict=False)) if a != b), None)
             where = f"differs from message {first + 1}" if first is not None else f"{len(have)} stored"
-            plan.drift.append(Drift("transcript", f"{len(wanted)} messages", where))
+            plan.extra_drift.append(Drift("transcript", f"{len(wanted)} messages", where))
             if plan.outcome == "unchanged":
                 plan.outcome = "updated"

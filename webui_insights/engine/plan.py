@@ -87,14 +87,26 @@ class ChatPlan:
     update: dict[str, Any] = field(default_factory=dict)
     title: TitleDecision = TitleDecision("none")
     record: dict[str, Any] | None = None
-    drift: list[Drift] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # counted in stats(): e.g. "future_created_at"
     desired: Desired | None = None
     row: Row | None = None  # as observed before the plan
+    # Differences found beyond the row's columns (the transcript).
+    extra_drift: list[Drift] = field(default_factory=list)
 
     @property
     def writes_row(self) -> bool:
         return self.insert is not None or bool(self.update) or self.title.action == "write"
+
+    @property
+    def drift(self) -> list[Drift]:
+        """Every field that differs (what verify reports); built on demand, writers never need it."""
+        row = self.row
+        found = [Drift("row", "present", "missing")] if self.insert is not None else []
+        if row is not None:
+            found += [Drift(c, v, getattr(row, c)) for c, v in self.update.items()]
+        if self.title.action == "write":
+            found.append(Drift("title", self.title.base, row.title if row is not None else None))
+        return found + self.extra_drift
 
 
 def plan_chat(desired: Desired, row: Row | None, record: Record | None, context: Context) -> ChatPlan:
@@ -149,17 +161,14 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if row is None:
         plan.outcome = "restored" if rec.owner is not None else "created"
         plan.insert = _new_row(desired, wanted, context)
-        plan.drift.append(Drift("row", "present", "missing"))
         written = row_digest(plan.insert)
         record_changes["deleted_at"] = None
     else:
         plan.update = {c: v for c, v in wanted.items() if not _same(c, v, getattr(row, c))}
-        plan.drift.extend(Drift(c, v, getattr(row, c)) for c, v in plan.update.items())
         written = row_digest({**row.owned_values(), **plan.update}) if plan.update else row.written_key()
         if plan.update:
             plan.outcome = "updated"
     if title.action == "write":
-        plan.drift.append(Drift("title", title.base, row.title if row is not None else None))
         if plan.outcome == "unchanged":
             plan.outcome = "updated"
 
@@ -228,35 +237,38 @@ def _mirror_columns(
     or a part of it (v0.50.12 keeps no cache counts), and history from
     before the agent was observed is only in the WebUI's totals.
     """
-    reported = ledger.api_calls > 0
-
-    def larger(webui: int | None, agent: int) -> int | None:
-        if not reported:
-            return webui
-        return agent if webui is None else max(webui, agent)
-
-    cache_read = larger(desired.cache_read_tokens, ledger.cache_read_tokens)
-    cache_write = larger(desired.cache_write_tokens, ledger.cache_write_tokens)
-    prompt = larger(desired.input_tokens, ledger.prompt_tokens) or 0
+    cache_read: int | None
+    cache_write: int | None
+    reasoning: int | None
+    api_calls: int | None
+    if ledger.api_calls > 0:  # the agent reported usage for this chat
+        cache_read = _larger(desired.cache_read_tokens, ledger.cache_read_tokens)
+        cache_write = _larger(desired.cache_write_tokens, ledger.cache_write_tokens)
+        prompt = _larger(desired.input_tokens, ledger.prompt_tokens)
+        output = _larger(desired.output_tokens, ledger.completion_tokens)
+        reasoning = _larger(desired.reasoning_tokens, ledger.reasoning_tokens)
+        api_calls = _larger(desired.api_call_count, ledger.api_calls)
+        cost = desired.estimated_cost_usd
+        if ledger.cost_usd > (cost or 0.0):
+            cost = ledger.cost_usd
+    else:
+        cache_read, cache_write = desired.cache_read_tokens, desired.cache_write_tokens
+        prompt, output, reasoning = desired.input_tokens, desired.output_tokens, desired.reasoning_tokens
+        api_calls, cost = desired.api_call_count, desired.estimated_cost_usd
     # hermes counts input without cached prompt tokens; the WebUI with them.
     columns: dict[str, Any] = {
-        "input_tokens": max(0, prompt - (cache_read or 0) - (cache_write or 0)),
-        "output_tokens": larger(desired.output_tokens, ledger.completion_tokens),
+        "input_tokens": max(0, (prompt or 0) - (cache_read or 0) - (cache_write or 0)),
+        "output_tokens": output,
         "message_count": desired.message_count,
     }
     if cache_read is not None:
         columns["cache_read_tokens"] = cache_read
     if cache_write is not None:
         columns["cache_write_tokens"] = cache_write
-    reasoning = larger(desired.reasoning_tokens, ledger.reasoning_tokens)
     if reasoning is not None:
         columns["reasoning_tokens"] = reasoning
-    api_calls = larger(desired.api_call_count, ledger.api_calls)
     if api_calls is not None:
         columns["api_call_count"] = api_calls
-    cost = desired.estimated_cost_usd
-    if reported and ledger.cost_usd > (cost or 0.0):
-        cost = ledger.cost_usd
     if cost is not None:
         columns["estimated_cost_usd"] = cost
     if desired.tool_call_count is not None:
@@ -273,6 +285,10 @@ def _mirror_columns(
         columns["ended_at"] = max(ended, started) if started is not None else ended
         columns["end_reason"] = END_REASON
     return columns
+
+
+def _larger(webui: int | None, agent: int) -> int:
+    return agent if webui is None else max(webui, agent)
 
 
 def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, notes: list[str]) -> dict[str, Any]:
@@ -293,13 +309,11 @@ def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, no
     return columns
 
 
+_NEW_ROW = {**{column: 0 for column in OWNED_COLUMNS}, "tool_call_count": 0, "estimated_cost_usd": None}
+
+
 def _new_row(desired: Desired, columns: dict[str, Any], context: Context) -> dict[str, Any]:
-    values: dict[str, Any] = {column: 0 for column in OWNED_COLUMNS}
-    values.update(tool_call_count=0, estimated_cost_usd=None, started_at=context.now)
-    values.update(columns)
-    values["id"] = desired.session_id
-    values["source"] = SOURCE
-    return values
+    return {**_NEW_ROW, "started_at": context.now, **columns, "id": desired.session_id, "source": SOURCE}
 
 
 def _same(column: str, want: Any, have: Any) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
@@ -133,6 +134,16 @@ class StateStore:
             self.db._WRITE_MAX_RETRIES = max(1, int(write_retries))
         self.capabilities = Capabilities.detect(self.db)
         self._active: bool | None = None
+        conn = getattr(self.db, "_conn", None)
+        if conn is not None and sys.platform.startswith("linux"):
+            # This handle's commits skip the fsync (WAL + NORMAL): the database
+            # stays consistent whatever happens, a power cut may lose its last
+            # few transactions, which the reconcile sweep derives again from
+            # the WebUI's files. A commit's fsync is most of a short
+            # transaction's lock hold, and most of a backfill's wait. Only this
+            # connection: hermes' own keep their setting. (hermes forces FULL
+            # on macOS against a corruption there; so do we, by not asking.)
+            conn.execute("PRAGMA synchronous=NORMAL")
 
     def is_same_file(self) -> bool:
         """False once state.db was deleted or replaced behind this handle."""

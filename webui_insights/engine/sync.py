@@ -28,7 +28,7 @@ from .store import StateStore
 __all__ = ["SyncReport", "sync", "check", "context_for"]
 
 # Chats planned and applied between two looks at the transaction's time budget.
-CHUNK = 50
+CHUNK = 100
 # The same, for chats whose messages are written too: one transcript can take
 # the whole budget, and chats planned but not reached are planned again in the
 # next transaction.
@@ -57,9 +57,11 @@ class SyncReport:
         return sum(self.outcomes.values())
 
     def add(self, plans: Sequence[ChatPlan], applied: ApplyResult | None, keep: bool) -> None:
+        outcomes = self.outcomes
         for plan in plans:
-            self.outcomes[plan.outcome] += 1
-            self.notes.update(plan.notes)
+            outcomes[plan.outcome] += 1
+            if plan.notes:
+                self.notes.update(plan.notes)
         if keep:
             self.plans.extend(plans)
         if applied is not None:

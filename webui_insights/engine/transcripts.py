@@ -537,7 +537,7 @@ class TranscriptWriter:
     @staticmethod
     def _mark_written(plan: ChatPlan, wanted: int, stored: int) -> None:
         """A chat whose messages change is a chat that is written (backfill and the sweep count it)."""
-        plan.drift.append(Drift("transcript", f"{wanted} messages", f"{stored} stored"))
+        plan.extra_drift.append(Drift("transcript", f"{wanted} messages", f"{stored} stored"))
         if plan.outcome == "unchanged":
             plan.outcome = "updated"
 
