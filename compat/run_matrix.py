@@ -9,7 +9,12 @@ is that file's table.
 
     python compat/run_matrix.py                     # the default matrix
     python compat/run_matrix.py --hermes 0.13.0 --wrapt 1   # one corner
-    python compat/run_matrix.py -- -k compat_sink   # extra pytest arguments
+    python compat/run_matrix.py -- -k titles        # extra pytest arguments
+
+In each environment the library suite runs first (everything but the
+real-host tests), then the real-host tests once per hermes-webui host found
+(``WEBUI_SRC``, else each snapshot in ``../shared/hosts``; see
+``tests/hosts``), each as a row of its own: host × hermes-agent × wrapt.
 
 ``--hermes`` takes versions or ``oldest`` / ``newest``; ``--wrapt`` takes
 versions or a major (``1``, ``2``) meaning the newest release of it, both
@@ -43,26 +48,21 @@ DEFAULT_WRAPT = ("1", "2")
 # The oldest hermes-agent release this package supports (pyproject's [hermes] floor).
 OLDEST_HERMES = "0.13.0"
 
-# Run inside each environment: what capabilities the sink detects on a fresh state.db.
+# Run inside each environment: what capabilities the engine detects in the installed SessionDB.
 PROBE = r"""
-import json, sys, tempfile
+import json, sys
 from importlib.metadata import version
-from pathlib import Path
 out = {"hermes-agent": version("hermes-agent"), "wrapt": version("wrapt"),
        "python": sys.version.split()[0], "degraded": None}
 try:
-    import hermes_state
-    from webui_insights.sink import Capabilities
-    path = Path(tempfile.mkdtemp()) / "state.db"
-    db = hermes_state.SessionDB(path)
-    try:
-        out["degraded"] = list(Capabilities.detect(db).degraded)
-    finally:
-        db.close()
+    from webui_insights.engine.hermes import Capabilities
+    out["degraded"] = list(Capabilities.of_installed().degraded)
 except Exception as exc:
     out["degraded"] = ["probe failed: %s: %s" % (type(exc).__name__, exc)]
 print(json.dumps(out))
 """
+# Tests that need a state.db made by the oldest release find its python here.
+OLD_PYTHON_ENV = "WEBUI_INSIGHTS_OLD_HERMES_PYTHON"
 
 
 @dataclass
@@ -70,6 +70,7 @@ class Outcome:
     name: str
     hermes_pin: str
     wrapt_pin: str
+    host: str = "library suite"
     installed: dict[str, object] = field(default_factory=dict)
     passed: int = 0
     failed: int = 0
@@ -188,10 +189,31 @@ def probe(python: Path) -> dict[str, object]:
         return {"probe_error": (done.stderr or done.stdout).strip()[-500:]}
 
 
-def run_suite(python: Path, outcome: Outcome, pytest_args: list[str]) -> None:
+def host_sources() -> list[Path]:
+    """The hermes-webui checkouts the real-host tests run on (the rule of tests/hosts/host.py)."""
+    raw = os.environ.get("WEBUI_SRC", "").strip()
+    if raw:
+        candidates = [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+    else:
+        root = Path(os.environ.get("WEBUI_HOSTS_DIR", str(ROOT.parent / "shared" / "hosts")))
+        candidates = sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []
+    return [p.resolve() for p in candidates if (p / "server.py").is_file() and (p / "api" / "models.py").is_file()]
+
+
+def run_suite(
+    python: Path,
+    outcome: Outcome,
+    pytest_args: list[str],
+    old_python: Path | None = None,
+    host: Path | None = None,
+) -> None:
     with tempfile.TemporaryDirectory(prefix="compat-junit-") as tmp:
         junit = Path(tmp) / "junit.xml"
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("HERMES_", "WEBUI_INSIGHTS_"))}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("HERMES_", "WEBUI_INSIGHTS_", "WEBUI_SRC"))}
+        if old_python is not None and old_python != python:
+            env[OLD_PYTHON_ENV] = str(old_python)
+        if host is not None:
+            env["WEBUI_SRC"] = str(host)
         started = time.monotonic()
         done = run(
             [str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *pytest_args],
@@ -200,7 +222,8 @@ def run_suite(python: Path, outcome: Outcome, pytest_args: list[str]) -> None:
         )
         outcome.seconds = time.monotonic() - started
         # The full output stays beside the environment for reading failures.
-        (python.parent.parent / "pytest.log").write_text(done.stdout + done.stderr, encoding="utf-8")
+        log = python.parent.parent / ("pytest.log" if host is None else f"pytest-{host.name}.log")
+        log.write_text(done.stdout + done.stderr, encoding="utf-8")
         if not junit.exists():
             outcome.setup_error = "pytest did not run: " + (done.stderr or done.stdout).strip()[-800:]
             return
@@ -229,8 +252,8 @@ def write_results(outcomes: list[Outcome], command: str) -> None:
         f"{platform.system()} {platform.machine()}, commit `{git_commit()}`",
         f"- Command: `{command}`",
         "",
-        "| hermes-agent | wrapt | Python | result | passed | failed | skipped | degraded capabilities |",
-        "|---|---|---|---|---|---|---|---|",
+        "| host | hermes-agent | wrapt | Python | result | passed | failed | skipped | degraded capabilities |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for o in outcomes:
         inst = o.installed
@@ -238,7 +261,7 @@ def write_results(outcomes: list[Outcome], command: str) -> None:
         degraded_text = "none" if degraded == [] else ("; ".join(degraded) if isinstance(degraded, list) else "?")
         result = "pass" if o.ok else "FAIL"
         lines.append(
-            f"| {inst.get('hermes-agent', o.hermes_pin)} | {inst.get('wrapt', o.wrapt_pin)} "
+            f"| {o.host} | {inst.get('hermes-agent', o.hermes_pin)} | {inst.get('wrapt', o.wrapt_pin)} "
             f"| {inst.get('python', '?')} | {result} | {o.passed} | {o.failed + o.errors} | {o.skipped} "
             f"| {degraded_text} |"
         )
@@ -246,16 +269,17 @@ def write_results(outcomes: list[Outcome], command: str) -> None:
     if problems:
         lines += ["", "## Failures", ""]
         for o in problems:
-            lines.append(f"### {o.name}")
+            lines.append(f"### {o.name} ({o.host})")
             lines.append("")
             if o.setup_error:
                 lines += ["```", o.setup_error, "```"]
             lines += [f"- `{label}`" for label in o.failures]
             if o.failures:
-                lines += ["", f"Full output: `.venv-compat/{o.name}/pytest.log`"]
+                log = "pytest.log" if o.host == "library suite" else f"pytest-{o.host}.log"
+                lines += ["", f"Full output: `.venv-compat/{o.name}/{log}`"]
             lines.append("")
     RESULTS.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    table_end = lines.index("|---|---|---|---|---|---|---|---|") + 1 + len(outcomes)
+    table_end = lines.index("|---|---|---|---|---|---|---|---|---|") + 1 + len(outcomes)
     update_readme(lines[2:table_end])
 
 
@@ -291,11 +315,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pip", nargs="+", default=[], metavar="REQ", help="more requirements for every environment")
     parser.add_argument("--no-results", action="store_true", help="do not rewrite compat/RESULTS.md")
     args = parser.parse_args(argv)
-    pytest_args = extra or ["tests"]
+    pytest_args = extra or ["-m", "not real_host and not real_host_hint", "tests"]
+    hosts = [] if extra else host_sources()
 
     hermes_versions = resolve_hermes(args.hermes)
     wrapt_versions = resolve_wrapt(args.wrapt)
     outcomes: list[Outcome] = []
+    # The first environment of the oldest release made: later runs open its state.dbs.
+    old_python: Path | None = None
     for hermes in hermes_versions:
         for wrapt in wrapt_versions:
             name = f"hermes-{hermes}-wrapt-{wrapt}"
@@ -306,10 +333,12 @@ def main(argv: list[str] | None = None) -> int:
             except (RuntimeError, subprocess.TimeoutExpired) as exc:
                 outcome.setup_error = str(exc)
             else:
+                if old_python is None and hermes == hermes_versions[0]:
+                    old_python = python
                 outcome.installed = probe(python)
                 print(f"   installed {outcome.installed}; running pytest {' '.join(pytest_args)}", flush=True)
                 try:
-                    run_suite(python, outcome, pytest_args)
+                    run_suite(python, outcome, pytest_args, old_python)
                 except subprocess.TimeoutExpired as exc:
                     outcome.setup_error = f"pytest timed out after {exc.timeout} s"
             status = "pass" if outcome.ok else "FAIL"
@@ -321,6 +350,23 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
             outcomes.append(outcome)
+            if outcome.setup_error and not outcome.installed:
+                continue
+            for host in hosts:
+                row = Outcome(name, hermes, wrapt, host=host.name, installed=outcome.installed)
+                print(f"   real host {host.name}: running pytest -m real_host", flush=True)
+                try:
+                    run_suite(python, row, ["-m", "real_host", "tests"], old_python, host)
+                except subprocess.TimeoutExpired as exc:
+                    row.setup_error = f"pytest timed out after {exc.timeout} s"
+                print(
+                    f"   {'pass' if row.ok else 'FAIL'}: {row.passed} passed, {row.failed + row.errors} failed, "
+                    f"{row.skipped} skipped in {row.seconds:.0f} s"
+                    + (f"\n   {row.setup_error}" if row.setup_error else "")
+                    + "".join(f"\n   failed: {label}" for label in row.failures),
+                    flush=True,
+                )
+                outcomes.append(row)
     if not args.no_results:
         shown = ["python", "compat/run_matrix.py", *(argv or [])] + (["--", *extra] if extra else [])
         write_results(outcomes, " ".join(shown))

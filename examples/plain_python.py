@@ -36,9 +36,9 @@ def conversation_usage(conv: Conversation) -> UsageSnapshot | None:
         profile=conv.hermes_profile,  # None → the default profile's state.db
         model=conv.llm,
         title=conv.name,
-        input_tokens=conv.prompt_tokens,
+        input_tokens=conv.prompt_tokens,  # every prompt token, cached ones included
+        cache_read_tokens=conv.cached_tokens,  # hermes stores input without these
         output_tokens=conv.completion_tokens,
-        cache_read_tokens=conv.cached_tokens,
         estimated_cost_usd=conv.cost_usd,
         message_count=len(conv.turns),
         api_call_count=conv.llm_calls,
