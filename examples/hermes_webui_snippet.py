@@ -1,9 +1,9 @@
 """Where the ``install()`` line goes in hermes-webui, and what switches it on.
 
 1. Install into the Python environment hermes-webui runs in (the one that
-   already has hermes-agent)::
+   already has hermes-agent), from a clone or a git URL (not on PyPI yet)::
 
-       pip install webui-insights
+       pip install /path/to/webui-insights
 
 2. In hermes-webui's ``server.py``, next to the other start-up code — before
    or after the ``from api... import`` lines, both work (if ``api.models`` is
@@ -27,10 +27,9 @@
    ``webui_insights.stats()`` counts saves seen, rows written and anything
    skipped.
 
-Builds of hermes-webui that ship their own ``api/state_sync.py`` call it from
-their routes on the same checkbox. Running both writes the same absolute
-totals twice, but only webui-insights keeps a title renamed in the hermes CLI;
-prefer one of the two.
+hermes-webui's own bridge (``api/state_sync.py``) answers to the same
+checkbox; while webui-insights mirrors, that bridge is silenced (one writer
+per chat), and it works as before once mirroring is off.
 
 ``enable_insights()`` below is the same two lines as a function, so the test
 suite can run exactly what this file tells you to paste.

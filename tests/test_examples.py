@@ -8,17 +8,17 @@ example breaks, its test fails.
 from __future__ import annotations
 
 import importlib.util
-import json
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
 import pytest
 from conftest import read_row
+from hosts.fixtures import host_copy, host_import, host_src, host_world  # noqa: F401  (fixtures, by name)
+from hosts.host import session_row
+from hosts.importer import HostImport
 
 import webui_insights
 
@@ -175,74 +175,34 @@ def test_fastapi_example_routes_a_profile_to_its_own_state_db(enabled_env: Path,
 # ----------------------------------------------------- hermes-webui snippet
 
 
-FAKE_MODELS = """
-from webui_insights.demo_host import DemoSession
-
-
-class Session(DemoSession):
-    '''Stands in for hermes-webui's api.models.Session: same attributes, same save().'''
-"""
-
-FAKE_CONFIG = """
-import json
-import os
-from pathlib import Path
-
-SETTINGS_FILE = Path(os.environ["HERMES_WEBUI_STATE_DIR"]) / "settings.json"
-
-
-def load_settings():
-    try:
-        return json.loads(SETTINGS_FILE.read_text())
-    except FileNotFoundError:
-        return {}
-"""
-
-
-@pytest.fixture
-def fake_webui(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A minimal ``api`` package laid out like hermes-webui's, not yet imported."""
-    root = tmp_path / "fake-webui"
-    (root / "api").mkdir(parents=True)
-    (root / "api" / "__init__.py").write_text("")
-    (root / "api" / "models.py").write_text(FAKE_MODELS)
-    (root / "api" / "config.py").write_text(FAKE_CONFIG)
-    for name in [m for m in sys.modules if m == "api" or m.startswith("api.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.syspath_prepend(str(root))
-    yield root
-    for name in [m for m in sys.modules if m == "api" or m.startswith("api.")]:
-        del sys.modules[name]
-
-
-def test_hermes_webui_snippet_follows_the_settings_checkbox(
-    hermes_home: Path, webui_dir: Path, fake_webui: Path
-) -> None:
-    snippet = load_example("hermes_webui_snippet")
-    settings = webui_dir / "settings.json"
-    webui_dir.mkdir(parents=True, exist_ok=True)
-    settings.write_text(json.dumps({"sync_to_insights": False}))
-
-    assert snippet.enable_insights() is True  # before api.models is imported, as in server.py
-    assert not webui_insights.is_installed()
-    from api.config import load_settings
-    from api.models import Session
-
-    assert webui_insights.is_installed()
-
-    off = Session(webui_dir, title="Checkbox off")
-    off.add_turn("q", "a", input_tokens=10, output_tokens=2)
-    off.save()
-    assert webui_insights.flush(5)
-    assert read_row(hermes_home / "state.db", off.session_id) is None
-
-    # The user ticks "sync to insights"; the WebUI saves its settings.
-    settings.write_text(json.dumps({"sync_to_insights": True}))
-    assert load_settings()["sync_to_insights"] is True
-    time.sleep(1.1)  # the setting is re-read at most once a second
-    on = Session(webui_dir, title="Checkbox on")
-    on.add_turn("q", "a", input_tokens=20, output_tokens=4)
-    on.save()
-    assert webui_insights.flush(5)
-    row = read_row(hermes_home / "state.db", on.session_id)
-    assert row is not None and row["input_tokens"] == 20
+@pytest.mark.real_host
+def test_hermes_webui_snippet_follows_the_settings_checkbox(host_import: HostImport) -> None:  # noqa: F811
+    """The snippet in the real host's process: the WebUI's checkbox turns mirroring on and off, live."""
+    out = host_import.run(
+        f"""
+        import json, sys, time
+        sys.path.insert(0, {str(EXAMPLES)!r})
+        from hermes_webui_snippet import enable_insights
+        import webui_insights
+        settings = STATE_DIR / "settings.json"
+        settings.write_text(json.dumps({{"sync_to_insights": False}}))
+        installed = enable_insights()
+        turn = [{{"role": "user", "content": "q"}}, {{"role": "assistant", "content": "a"}}]
+        off = Session(title="Checkbox off", model="fake-model", messages=list(turn))
+        off.input_tokens = 10
+        off.save()
+        flushed_off = webui_insights.flush(5)
+        settings.write_text(json.dumps({{"sync_to_insights": True}}))  # the user ticks the box
+        time.sleep(1.1)  # the setting is re-read at most once a second
+        on = Session(title="Checkbox on", model="fake-model", messages=list(turn))
+        on.input_tokens = 20
+        on.save()
+        emit({{"installed": installed, "off": off.session_id, "on": on.session_id,
+              "flushed": flushed_off and webui_insights.flush(5)}})
+        """
+    )
+    assert out["installed"] and out["flushed"]
+    db = host_import.world.state_db()
+    assert session_row(db, out["off"]) is None
+    row = session_row(db, out["on"])
+    assert row is not None and (row["title"], row["input_tokens"]) == ("Checkbox on", 20)

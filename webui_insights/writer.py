@@ -450,7 +450,8 @@ class Writer:
                 StateDBMissing: "no_state_db",
                 StateDBUninitialised: "uninitialised",
             }[type(exc)]
-            left = [by_id[c.session_id] for c in chats if c.session_id not in set(report.committed)]
+            committed = set(report.committed)
+            left = [by_id[c.session_id] for c in chats if c.session_id not in committed]
             self._stats.skip(reason, len(left))
             self._log.warning(f"{reason}:{path}", "webui-insights: nothing mirrored for %d chat(s): %s", len(left), exc)
             self._close_handle(database)

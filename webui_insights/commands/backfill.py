@@ -17,9 +17,8 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,8 @@ from ..engine.store import StateStore
 from ..profiles import Homes
 from ..snapshot import UsageSnapshot
 from ..sources import Scan, SessionFiles
-from .batch import CHUNK, BatchWriter, DatabaseOutcome, check_all, nowhere
+from .batch import CHUNK, BatchWriter, check_all
+from .report import FolderReport
 
 __all__ = ["BackfillReport", "backfill"]
 
@@ -36,41 +36,17 @@ Progress = Callable[[int, int], None]
 
 
 @dataclass(slots=True)
-class BackfillReport:
+class BackfillReport(FolderReport):
     """What a backfill found and did; the CLI prints it and its ``--json``.
 
-    Every session file is counted once: ``files`` = ``chats`` + ``blank`` +
-    ``filtered`` + ``len(unreadable)`` + ``unread`` (``unread``: not reached
-    before an interruption); every chat once: ``chats`` = ``len(refused)`` +
-    the chats of each state.db, whose outcomes add up to them.
+    ``unread``: session files not reached before an interruption (they
+    complete the count of files, see ``FolderReport``).
     """
 
-    sessions_dir: str
-    files: int = 0
-    chats: int = 0
-    blank: int = 0
-    filtered: int = 0
     unread: int = 0
-    unreadable: list[tuple[str, str, str]] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    databases: list[DatabaseOutcome] = field(default_factory=list)
     dry_run: bool = False
     interrupted: bool = False
     total_s: float = 0.0
-
-    @property
-    def outcomes(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for database in self.databases:
-            total.update(database.outcomes)
-        return total
-
-    @property
-    def notes(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for database in self.databases:
-            total.update(database.notes)
-        return total
 
     @property
     def written(self) -> int:
@@ -78,40 +54,16 @@ class BackfillReport:
         return outcomes["created"] + outcomes["updated"] + outcomes["restored"]
 
     @property
-    def deleted_in_hermes(self) -> list[str]:
-        return [p.session_id for d in self.databases for p in d.plans if p.outcome == "deleted"]
-
-    @property
     def complete(self) -> bool:
-        """Every readable chat reached its state.db and none was refused.
-
-        A missing state.db is reported, not a failure — unless every one is (``nowhere``).
-        """
-        return (
-            not self.interrupted
-            and not self.refused
-            and all(d.status in ("ok", "missing") for d in self.databases)
-            and not nowhere(self.databases)
-        )
+        """Every readable chat reached its state.db and none was refused (see ``databases_fine``)."""
+        return not self.interrupted and self.databases_fine
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "command": "backfill",
-            "sessions_dir": self.sessions_dir,
+            **self.common_dict("backfill"),
             "dry_run": self.dry_run,
-            "files": self.files,
-            "chats": self.chats,
-            "blank": self.blank,
-            "filtered": self.filtered,
             "unread": self.unread,
-            "skipped": dict(Counter(kind for _, kind, _ in self.unreadable)),
-            "unreadable": [{"file": n, "kind": k, "reason": r} for n, k, r in self.unreadable],
-            "refused": [{"session_id": s, "reason": r} for s, r in self.refused],
-            "outcomes": dict(self.outcomes),
-            "notes": dict(self.notes),
             "written": self.written,
-            "deleted_in_hermes": self.deleted_in_hermes,
-            "databases": [d.as_dict() for d in self.databases],
             "complete": self.complete,
             "interrupted": self.interrupted,
             "total_s": round(self.total_s, 3),

@@ -416,34 +416,13 @@ class BatchWriter:
 
 
 def write(
-    homes: Homes,
-    snapshots: Sequence[UsageSnapshot],
-    *,
-    transcripts: bool = False,
-    restore_deleted: bool = False,
-    open_store: Callable[[Path], StateStore] = StateStore,
-    progress: Progress | None = None,
-    chunk: int = CHUNK,
-    keep_plan: Callable[[ChatPlan], bool] | None = None,
-    between_chunks: Callable[[], bool] | None = None,
-    stats: Stats | None = None,
+    homes: Homes, snapshots: Sequence[UsageSnapshot], **options: Any
 ) -> tuple[list[DatabaseOutcome], list[tuple[str, str]]]:
-    """Apply the engine to every chat; per state.db outcomes, and refused chats (see ``BatchWriter``).
+    """Apply the engine to every chat at once: ``BatchWriter(homes, **options)``, one ``add``, ``close``.
 
-    ``keep_plan`` picks the plans kept in the outcome (e.g. the deleted
-    chats a report lists); none are kept by default.
+    Per state.db outcomes, and refused chats.
     """
-    writer = BatchWriter(
-        homes,
-        transcripts=transcripts,
-        restore_deleted=restore_deleted,
-        open_store=open_store,
-        progress=progress,
-        chunk=chunk,
-        keep_plan=keep_plan,
-        between_chunks=between_chunks,
-        stats=stats,
-    )
+    writer = BatchWriter(homes, **options)
     try:
         writer.add(snapshots)
     finally:

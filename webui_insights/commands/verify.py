@@ -12,7 +12,6 @@ itself. ``fix`` applies the same plans, then checks again.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,23 +21,16 @@ from ..engine.plan import ChatPlan
 from ..engine.store import StateStore
 from ..profiles import Homes
 from ..sources import Scan
-from .batch import WRITING_OUTCOMES, DatabaseOutcome, check_all, nowhere, write
+from .batch import WRITING_OUTCOMES, check_all, write
+from .report import FolderReport
 
 __all__ = ["VerifyReport", "verify", "WRITING_OUTCOMES"]
 
 
 @dataclass(slots=True)
-class VerifyReport:
+class VerifyReport(FolderReport):
     """Per state.db, the chats that differ and why; what was fixed; what could not be checked."""
 
-    sessions_dir: str
-    files: int = 0
-    chats: int = 0
-    blank: int = 0
-    filtered: int = 0
-    unreadable: list[tuple[str, str, str]] = field(default_factory=list)
-    refused: list[tuple[str, str]] = field(default_factory=list)
-    databases: list[DatabaseOutcome] = field(default_factory=list)
     # Chats that differed when first compared (before ``fix``); ``drifted`` is what differs now.
     differed: int = 0
     fixed: int = 0
@@ -49,50 +41,13 @@ class VerifyReport:
         return [p for d in self.databases for p in d.plans if p.outcome in WRITING_OUTCOMES and p.drift]
 
     @property
-    def deleted_in_hermes(self) -> list[str]:
-        return [p.session_id for d in self.databases for p in d.plans if p.outcome == "deleted"]
-
-    @property
-    def outcomes(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for database in self.databases:
-            total.update(database.outcomes)
-        return total
-
-    @property
-    def notes(self) -> Counter[str]:
-        total: Counter[str] = Counter()
-        for database in self.databases:
-            total.update(database.notes)
-        return total
-
-    @property
     def ok(self) -> bool:
-        """No drift, nothing refused, nothing that failed.
-
-        A profile without a state.db is only reported — unless every one is without (``nowhere``).
-        """
-        return (
-            not self.drifted
-            and not self.fix_problems
-            and not self.refused
-            and all(d.status in ("ok", "missing") for d in self.databases)
-            and not nowhere(self.databases)
-        )
+        """No drift, nothing refused, nothing that failed (see ``databases_fine``)."""
+        return not self.drifted and not self.fix_problems and self.databases_fine
 
     def as_dict(self) -> dict[str, Any]:
         return {
-            "command": "verify",
-            "sessions_dir": self.sessions_dir,
-            "files": self.files,
-            "chats": self.chats,
-            "blank": self.blank,
-            "filtered": self.filtered,
-            "skipped": dict(Counter(kind for _, kind, _ in self.unreadable)),
-            "unreadable": [{"file": n, "kind": k, "reason": r} for n, k, r in self.unreadable],
-            "refused": [{"session_id": s, "reason": r} for s, r in self.refused],
-            "outcomes": dict(self.outcomes),
-            "notes": dict(self.notes),
+            **self.common_dict("verify"),
             "drifted": [
                 {
                     "session_id": p.session_id,
@@ -101,8 +56,6 @@ class VerifyReport:
                 }
                 for p in self.drifted
             ],
-            "deleted_in_hermes": self.deleted_in_hermes,
-            "databases": [d.as_dict() for d in self.databases],
             "differed": self.differed,
             "fixed": self.fixed,
             "fix_problems": [{"where": w, "reason": r} for w, r in self.fix_problems],
