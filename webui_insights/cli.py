@@ -441,17 +441,27 @@ def _print_status(status: Any, home: str, out: TextIO) -> None:
             nxt = writer.get("next_try_at")
             retry = f", next try {datetime.fromtimestamp(nxt).isoformat(timespec='seconds')}" if nxt else ""
             line("", f"last error {when}: {writer['last_error']}{retry}")
+    line("host bridge", _host_bridge_text(status))
     if status.in_process and status.stats is not None:
         stats = status.stats
         line("in this process", f"{stats['rows_written']} rows written, {stats['pending']} pending")
-        if stats.get("host_bridge_suppressed"):
-            line("host bridge", f"taken over: {stats['host_bridge_suppressed']} calls of api.state_sync skipped")
     if status.ok:
         print("OK: mirroring would work", file=out)
     else:
         for extra in status.problems[1:]:
             print(f"also: {extra}", file=out)
         print(f"NOT MIRRORING: {status.problems[0]}", file=out)
+
+
+def _host_bridge_text(status: Any) -> str:
+    """What happens to hermes-webui's own state.db bridge, which answers to the same checkbox."""
+    text = (
+        "hermes-webui's own api/state_sync.py is silenced in the WebUI's process while mirroring is on "
+        "(one writer per chat); off, it works as before"
+    )
+    if status.in_process and status.stats is not None:
+        text += f"; {status.stats.get('host_bridge_suppressed', 0)} of its calls skipped in this process"
+    return text
 
 
 # ----------------------------------------------------------------- backfill
