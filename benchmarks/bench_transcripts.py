@@ -31,6 +31,7 @@ import sys
 import time
 import tracemalloc
 from collections import Counter
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +49,7 @@ from .common import (
     phases,
     quartiles,
     scratch_home,
+    time_pair,
     unwrapped,
     us,
 )
@@ -113,20 +115,7 @@ def measure_first_save() -> dict[str, Any]:
         gc.disable()
         try:
             for k, chat in enumerate(chats):
-                if k % 2:
-                    t0 = time.perf_counter()
-                    original(chat)
-                    t1 = time.perf_counter()
-                    chat.save()
-                    t2 = time.perf_counter()
-                    plain, wrapped = t1 - t0, t2 - t1
-                else:
-                    t0 = time.perf_counter()
-                    chat.save()
-                    t1 = time.perf_counter()
-                    original(chat)
-                    t2 = time.perf_counter()
-                    wrapped, plain = t1 - t0, t2 - t1
+                wrapped, plain = time_pair(k, chat.save, partial(original, chat))
                 if k:
                     samples.append((wrapped - plain, bare_call_ns()))
         finally:

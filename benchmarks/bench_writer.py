@@ -21,6 +21,7 @@ import select
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from .common import (
     p99,
     read_sessions,
     scratch_home,
+    time_pair,
     unwrapped,
     us,
 )
@@ -126,20 +128,7 @@ def _paced_saves(sessions: list[BenchSession], saves: int, interval: float) -> t
         chat.input_tokens += 10
         chat.output_tokens += 1
         chat.messages.append({"role": "assistant", "content": f"a{n}"})
-        if n % 2:
-            t0 = time.perf_counter()
-            original(chat)
-            t1 = time.perf_counter()
-            chat.save()
-            t2 = time.perf_counter()
-            plain_s, wrapped_s = t1 - t0, t2 - t1
-        else:
-            t0 = time.perf_counter()
-            chat.save()
-            t1 = time.perf_counter()
-            original(chat)
-            t2 = time.perf_counter()
-            wrapped_s, plain_s = t1 - t0, t2 - t1
+        wrapped_s, plain_s = time_pair(n, chat.save, partial(original, chat))
         hook.append(wrapped_s - plain_s)
         wrapped_times.append(wrapped_s)
         if interval:

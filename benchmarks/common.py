@@ -70,6 +70,27 @@ def unwrapped(cls: type, name: str = "save") -> Callable[..., Any]:
     return method.__wrapped__ if isinstance(method, wrapt.FunctionWrapper) else method
 
 
+def time_pair(k: int, wrapped: Callable[[], Any], plain: Callable[[], Any]) -> tuple[float, float]:
+    """Seconds for one wrapped and one plain save, run back to back in alternating order.
+
+    Alternating by ``k`` spreads cache warm-up and clock drift evenly over both
+    sides, so their difference is the hook's own cost.
+    """
+    if k % 2:
+        t0 = time.perf_counter()
+        plain()
+        t1 = time.perf_counter()
+        wrapped()
+        t2 = time.perf_counter()
+        return t2 - t1, t1 - t0
+    t0 = time.perf_counter()
+    wrapped()
+    t1 = time.perf_counter()
+    plain()
+    t2 = time.perf_counter()
+    return t1 - t0, t2 - t1
+
+
 # ------------------------------------------------------------------ homes
 
 

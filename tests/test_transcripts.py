@@ -28,6 +28,7 @@ import pytest
 from engine_helpers import desired
 
 import webui_insights
+from webui_insights.demo_host import DemoSession
 from webui_insights.diagnostics import Stats
 from webui_insights.engine import transcripts
 from webui_insights.engine.chats import count_tool_calls
@@ -52,51 +53,22 @@ TARGET = f"{__name__}:Chat.save"
 # ------------------------------------------------------------------ the host
 
 
-class Chat:
-    """A chat shaped like hermes-webui's ``api.models.Session``; ``save()`` writes its JSON file as the WebUI does."""
+class Chat(DemoSession):
+    """A chat shaped like hermes-webui's ``api.models.Session``; ``save()`` writes its JSON file as the WebUI does.
+
+    Its own ``save`` (the one the tests wrap) keeps ``updated_at`` strictly increasing, so
+    two saves within one clock tick still order.
+    """
 
     def __init__(self, state_dir: Path, session_id: str, *, title: str = "Transcript chat") -> None:
-        now = time.time()
-        self.state_dir = Path(state_dir)
-        self.session_id = session_id
-        self.title = title
-        self.model = "test/model"
+        super().__init__(state_dir, session_id=session_id, model="test/model", title=title, created_at=time.time() - 60)
         self.model_provider = "test"
-        self.profile: str | None = None
         self.messages: list[Any] = []
-        self.created_at = now - 60
-        self.updated_at = now - 60
-        self.input_tokens = 0
-        self.output_tokens = 0
-        self.cache_read_tokens = 0
-        self.cache_write_tokens = 0
-        self.estimated_cost: float | None = None
 
     def save(self, touch_updated_at: bool = True, skip_index: bool = False) -> None:
         if touch_updated_at:
             self.updated_at = max(time.time(), self.updated_at + 0.001)
-        path = self.state_dir / "sessions" / f"{self.session_id}.json"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f"{path.name}.tmp.{os.getpid()}")
-        tmp.write_text(json.dumps(self.to_dict()), encoding="utf-8")
-        os.replace(tmp, path)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "session_id": self.session_id,
-            "title": self.title,
-            "model": self.model,
-            "model_provider": self.model_provider,
-            "profile": self.profile,
-            "messages": self.messages,
-            "created_at": self.created_at,
-            "updated_at": self.updated_at,
-            "input_tokens": self.input_tokens,
-            "output_tokens": self.output_tokens,
-            "cache_read_tokens": self.cache_read_tokens,
-            "cache_write_tokens": self.cache_write_tokens,
-            "estimated_cost": self.estimated_cost,
-        }
+        super().save(touch_updated_at=False, skip_index=skip_index)
 
     def changed(self) -> None:
         """What every real change costs: tokens (so the save gate sees it even at the same length)."""
