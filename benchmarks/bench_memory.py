@@ -25,10 +25,9 @@ import time
 import tracemalloc
 import types
 from collections import Counter
-from pathlib import Path
 from typing import Any
 
-from .common import BENCH_TARGET, BenchSession, chat_id, count, scratch_home
+from .common import BENCH_TARGET, BenchSession, chat_id, count, memory_owner, scratch_home
 from .common import main as bench_main
 from .table import Row, Table
 
@@ -62,15 +61,10 @@ def _install_agent_module() -> type:
     return _Agent
 
 
-def _own(filename: str) -> str:
-    path = Path(filename).as_posix()
-    if "/webui_insights/" in path:
-        return "webui_insights/" + path.split("/webui_insights/", 1)[1]
-    if path.endswith("benchmarks/common.py"):
-        return "host objects kept alive (session ids)"
-    if path.endswith("benchmarks/bench_memory.py"):
-        return "host objects kept alive (other)"
-    return "other: " + Path(filename).name
+_HOST_FILES = {
+    "benchmarks/common.py": "host objects kept alive (session ids)",
+    "benchmarks/bench_memory.py": "host objects kept alive (other)",
+}
 
 
 def run() -> list[Table]:
@@ -114,7 +108,7 @@ def run() -> list[Table]:
 
     held: Counter[str] = Counter()
     for diff in snapshot.compare_to(baseline, "filename"):
-        held[_own(diff.traceback[0].filename)] += diff.size_diff
+        held[memory_owner(diff.traceback[0].filename, _HOST_FILES)] += diff.size_diff
     gate = held["webui_insights/hook/capture.py"]
     agent_maps = held["webui_insights/hook/agent_usage.py"]
     ids = held["host objects kept alive (session ids)"]

@@ -106,7 +106,8 @@ def measure() -> dict[str, list[tuple[float, float]]]:
     return {"unchanged": unchanged, "unchanged_bound": unchanged_bound, "queued": queued, "wrapt": floor}
 
 
-def _in_fresh_processes() -> dict[str, list[tuple[float, float]]]:
+def _in_fresh_processes() -> tuple[dict[str, list[tuple[float, float]]], dict[str, list[float]]]:
+    """Samples pooled over fresh processes, and each process's own median per measurement."""
     pooled: dict[str, list[tuple[float, float]]] = {}
     per_process: dict[str, list[float]] = {}
     code = "import json; from benchmarks.bench_save_path import measure; print(json.dumps(measure()))"
@@ -118,8 +119,7 @@ def _in_fresh_processes() -> dict[str, list[tuple[float, float]]]:
         for name, samples in result.items():
             pooled.setdefault(name, []).extend((a, b) for a, b in samples)
             per_process.setdefault(name, []).append(median([a for a, _ in samples]))
-    pooled["_per_process"] = [(k, v) for k, v in per_process.items()]  # type: ignore[misc]
-    return pooled
+    return pooled, per_process
 
 
 def _rows(name: str, samples: list[tuple[float, float]], per_process: list[float], target: float) -> list[Row]:
@@ -169,9 +169,8 @@ def _host_save_s() -> float:
 def run() -> list[Table]:
     with scratch_home("savepath"):
         started = time.perf_counter()
-        samples = _in_fresh_processes()
+        samples, per_process = _in_fresh_processes()
         took = time.perf_counter() - started
-    per_process = dict(samples.pop("_per_process"))  # type: ignore[arg-type]
     floor = median([v for v, _ in samples["wrapt"]])
     rows = [
         Row("session: BenchSession (hermes-webui Session attributes), save without I/O, called as session.save()", ""),

@@ -32,7 +32,6 @@ import time
 import tracemalloc
 from collections import Counter
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 from .common import (
@@ -45,6 +44,7 @@ from .common import (
     count,
     interleaved,
     median,
+    memory_owner,
     ms,
     phases,
     quartiles,
@@ -128,15 +128,10 @@ def measure_first_save() -> dict[str, Any]:
 # ---------------------------------------------------------------- memory
 
 
-def _owner(filename: str) -> str:
-    path = Path(filename).as_posix()
-    if "/webui_insights/" in path:
-        return "webui_insights/" + path.split("/webui_insights/", 1)[1]
-    if path.endswith("benchmarks/common.py"):
-        return "host: session ids"
-    if path.endswith("benchmarks/bench_transcripts.py"):
-        return "host: messages and other session values"
-    return "other: " + Path(filename).name
+_HOST_FILES = {
+    "benchmarks/common.py": "host: session ids",
+    "benchmarks/bench_transcripts.py": "host: messages and other session values",
+}
 
 
 def _install_live(debounce_s: float = 1800.0) -> None:
@@ -220,7 +215,7 @@ def measure_memory() -> dict[str, Any]:
     webui_insights.uninstall()
     held: Counter[str] = Counter()
     for diff in snapshot.compare_to(baseline, "filename"):
-        held[_owner(diff.traceback[0].filename)] += diff.size_diff
+        held[memory_owner(diff.traceback[0].filename, _HOST_FILES)] += diff.size_diff
     return {
         "held": dict(held),
         "took": took,

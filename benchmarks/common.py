@@ -70,6 +70,17 @@ def unwrapped(cls: type, name: str = "save") -> Callable[..., Any]:
     return method.__wrapped__ if isinstance(method, wrapt.FunctionWrapper) else method
 
 
+def memory_owner(filename: str, host_files: dict[str, str]) -> str:
+    """Who holds memory allocated in ``filename``: one of our modules, the host (by file suffix), or other."""
+    path = Path(filename).as_posix()
+    if "/webui_insights/" in path:
+        return "webui_insights/" + path.split("/webui_insights/", 1)[1]
+    for suffix, label in host_files.items():
+        if path.endswith(suffix):
+            return label
+    return "other: " + Path(filename).name
+
+
 def time_pair(k: int, wrapped: Callable[[], Any], plain: Callable[[], Any]) -> tuple[float, float]:
     """Seconds for one wrapped and one plain save, run back to back in alternating order.
 
