@@ -244,3 +244,13 @@ def in_forked_child(body: Any, timeout: float = 30.0) -> Any:
     if not payload["ok"]:
         raise AssertionError("forked child failed:\n" + payload["error"])
     return payload["result"]
+
+
+def same_time(seconds: float, within: float = 1e-3) -> Any:
+    """``pytest.approx`` for a Unix timestamp: an absolute tolerance only.
+
+    approx's default relative tolerance (1e-6) is half an hour at today's
+    epoch, and ``math.isclose``'s (1e-9) almost two seconds: either would pass
+    a timestamp that is simply wrong.
+    """
+    return pytest.approx(seconds, rel=0, abs=within)

@@ -17,7 +17,7 @@ from typing import Any
 
 import hermes_state
 import pytest
-from conftest import count_rows, read_row, run_insights, tamper
+from conftest import count_rows, read_row, run_insights, same_time, tamper
 from messy_home import MessyHome, make_messy_home, write_chat
 
 from webui_insights import sources
@@ -76,7 +76,7 @@ def test_real_insights_counts_backfilled_chats_on_the_day_they_happened(webui_di
     assert _sessions(run_insights(hermes_home, days=365)) == len(chats)
     assert _sessions(run_insights(hermes_home, days=30)) == sum(age < 30 for age in ages)
     row = read_row(hermes_home / "state.db", chats[-1].session_id)
-    assert row is not None and row["started_at"] == pytest.approx(chats[-1].created_at)
+    assert row is not None and row["started_at"] == same_time(chats[-1].created_at)
 
 
 def test_a_second_run_changes_nothing(webui_dir: Path, hermes_home: Path) -> None:
@@ -435,7 +435,7 @@ def test_a_row_hermes_agent_writes_itself_only_drifts_in_what_it_leaves_out(
     # its tokens are not drift; the end this layer had set is hermes' to set now
     assert _drift(hermes_home) == {
         chat.session_id: {
-            "ended_at": (None, pytest.approx(chat.updated_at, abs=5)),
+            "ended_at": (None, same_time(chat.updated_at, within=5)),
             "end_reason": (None, "webui_mirror"),
         }
     }

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_row
+from conftest import read_row, same_time
 
 import webui_insights
 from webui_insights import UsageSnapshot
@@ -89,7 +89,7 @@ def test_decorated_method_mirrors_its_own_session(hermes_home: Path) -> None:
     assert row is not None
     assert (row["source"], row["model"], row["title"]) == ("webui", "own/model", "Own frontend")
     assert (row["input_tokens"], row["output_tokens"], row["message_count"]) == (120, 30, 2)
-    assert row["started_at"] == pytest.approx(note.born)
+    assert row["started_at"] == same_time(note.born)
 
 
 def test_plain_function_mirrors_its_first_argument(hermes_home: Path) -> None:

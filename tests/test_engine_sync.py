@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import same_time
 from engine_helpers import db_row, desired, execute, run
 
 from webui_insights.engine.hermes import hermes_state
@@ -46,8 +47,8 @@ def test_a_chat_becomes_one_complete_row_in_hermes_conventions(db: Path) -> None
     assert (row["source"], row["title"], row["model"]) == ("webui", "A chat", "test/model")
     assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (3102, 600, 168)
     assert (row["message_count"], row["tool_call_count"]) == (6, 2)
-    assert row["started_at"] == pytest.approx(NOW - 3600)
-    assert row["ended_at"] == pytest.approx(NOW - 100) and row["end_reason"] == END_REASON
+    assert row["started_at"] == same_time(NOW - 3600)
+    assert row["ended_at"] == same_time(NOW - 100) and row["end_reason"] == END_REASON
     assert row["estimated_cost_usd"] == pytest.approx(0.01)
 
 
@@ -156,7 +157,7 @@ def test_a_row_hermes_agent_writes_only_gets_what_hermes_leaves_out(db: Path) ->
     ):
         assert after[column] == before[column], column
     assert after["title"] == "Trip plan"
-    assert after["started_at"] == pytest.approx(before["started_at"] - 30)
+    assert after["started_at"] == same_time(before["started_at"] - 30)
     assert report.plans[0].owner == "hermes"
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import read_row
+from conftest import read_row, same_time
 from hosts.fixtures import host_copy, host_import, host_src, host_world  # noqa: F401  (fixtures, by name)
 from hosts.host import session_row
 from hosts.importer import HostImport
@@ -66,7 +66,7 @@ def test_plain_python_example_mirrors_its_own_field_names(enabled_env: Path, tmp
     )
     assert (row["cache_read_tokens"], row["api_call_count"]) == (conv.cached_tokens, 3)
     assert row["message_count"] == 6
-    assert row["started_at"] == pytest.approx(conv.started)
+    assert row["started_at"] == same_time(conv.started)
 
 
 def test_plain_python_example_conversation_without_turns_is_not_mirrored(enabled_env: Path, tmp_path: Path) -> None:

@@ -198,7 +198,7 @@ class Mismatches:
             ok = (
                 actual is not None
                 and expected is not None
-                and math.isclose(actual, expected, rel_tol=1e-9, abs_tol=tol or 1e-12)
+                and math.isclose(actual, expected, rel_tol=0 if tol else 1e-9, abs_tol=tol or 1e-12)
             )
             ok = ok or (not expected and not actual)  # None and 0 both mean "no cost"
         else:
@@ -652,7 +652,7 @@ def test_real_session_class_save_is_mirrored(host_import: HostImport) -> None:  
         f"input_tokens {row['input_tokens']} (WebUI 1234, cache {out['cache']})"
     )
     assert row["cache_read_tokens"] == out["cache"]
-    assert math.isclose(row["started_at"], out["created_at"], abs_tol=1e-3)
+    assert math.isclose(row["started_at"], out["created_at"], rel_tol=0, abs_tol=1e-3)
 
 
 # ── without any host: one visible line, in `make test` and `make test-host` alike ──

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import same_time
 from messy_home import child_pids, make_messy_home, write_chat
 
 from webui_insights import sources
@@ -92,8 +93,8 @@ def test_a_saved_chat_reads_back_as_its_usage(tmp_path: Path) -> None:
     assert (snap.session_id, snap.profile, snap.title) == (chat.session_id, "work", "Hello")
     assert (snap.input_tokens, snap.output_tokens, snap.message_count) == (10, 3, 2)
     assert snap.estimated_cost_usd == pytest.approx(0.5)
-    assert snap.created_at == pytest.approx(chat.created_at)
-    assert snap.observed == pytest.approx(chat.path.stat().st_mtime)
+    assert snap.created_at == same_time(chat.created_at)
+    assert snap.observed == same_time(chat.path.stat().st_mtime)
 
 
 def test_a_missing_created_at_falls_back_to_the_last_save(tmp_path: Path) -> None:
