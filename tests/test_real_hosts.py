@@ -655,6 +655,54 @@ def test_real_session_class_save_is_mirrored(host_import: HostImport) -> None:  
     assert math.isclose(row["started_at"], out["created_at"], rel_tol=0, abs_tol=1e-3)
 
 
+def test_real_bridge_silent_while_mirroring_and_back_when_not(host_import: HostImport) -> None:  # noqa: F811
+    """The host's own ``api/state_sync.py``, called as the host calls it with the checkbox on.
+
+    Its functions are not gated by the checkbox themselves (the host's call
+    sites are), so calling them directly is what the server does when the
+    setting is on. Our switch is flipped live between calls: while it says on,
+    the bridge writes nothing; while it says off, the bridge writes its row
+    exactly as without us (its own convention: input including cache).
+    """
+    out = host_import.run(
+        """
+        import webui_insights
+        from hermes_state import SessionDB
+        SessionDB(HERMES_HOME / "state.db").close()   # the bridge writes only into an existing state.db
+        switch = {"on": True}
+        webui_insights.install(enabled=lambda: switch["on"])
+        import api.state_sync as bridge
+
+        def host_turn(sid):
+            bridge.sync_session_start(sid, model="fake-model")
+            bridge.sync_session_usage(sid, input_tokens=1500, output_tokens=40, estimated_cost=0.002,
+                                      model="fake-model", title="Bridge " + sid, message_count=2)
+            if hasattr(bridge, "sync_session_title"):
+                bridge.sync_session_title(sid, "Bridge " + sid)
+
+        host_turn("b1dge0000001")
+        switch["on"] = False
+        host_turn("b1dge0000002")
+        switch["on"] = True
+        host_turn("b1dge0000003")
+        emit({"suppressed": webui_insights.stats()["host_bridge_suppressed"]})
+        """
+    )
+    db = host_import.world.state_db()
+    assert session_row(db, "b1dge0000001") is None, "the bridge wrote while mirroring was on"
+    assert session_row(db, "b1dge0000003") is None, "the bridge wrote after mirroring was switched back on"
+    row = session_row(db, "b1dge0000002")
+    assert row is not None, "mirroring off: the host's bridge must write as it does without us"
+    assert (row["source"], row["title"], row["input_tokens"], row["output_tokens"], row["message_count"]) == (
+        "webui",
+        "Bridge b1dge0000002",
+        1500,
+        40,
+        2,
+    )
+    assert out["suppressed"] >= 4, out  # start + usage (+ title) for each of the two calls while on
+
+
 # ── without any host: one visible line, in `make test` and `make test-host` alike ──
 if not HOSTS:
     for _name in [n for n in list(globals()) if n.startswith("test_")]:
