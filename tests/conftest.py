@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import sqlite3
 import subprocess
 from collections.abc import Iterator
@@ -17,6 +18,14 @@ from webui_insights.demo_host import TARGET, DemoSession
 from webui_insights.engine.store import create_state_db
 from webui_insights.hook import installer
 from webui_insights.writer import WriterConfig
+
+# Tests Ctrl-C the CLI and stop servers with SIGINT, as a terminal would. A suite
+# started as a background job of a non-interactive shell (`bash .ci/run &`,
+# nohup) begins with SIGINT ignored, and every child would inherit that: the CLI
+# (rightly) keeps ignoring it and the servers never stop. A Python handler here
+# is reset to the default on exec, so children start as they would from a shell.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(autouse=True)
