@@ -11,6 +11,12 @@ then ``commands.backfill.backfill``), timed part by part
 (``cli.main(["backfill", "--webui-dir", DIR, "--json"])``) end to end; and
 the command again over the same state.db, which must write nothing. Every
 row is then read back (read-only) against the files.
+
+"Unchanged or better" (issue 16) is a ratio taken in this one run: the
+previous release's command line (``PREVIOUS_RELEASE``, taken from git
+history) and this one, each in a fresh interpreter, alternating, over the
+same files into a fresh state.db each time. Figures from different runs
+on this machine differ by its CPU phases more than the two releases do.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ import io
 import json
 import os
 import resource
+import subprocess
+import sys
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
 
-from .common import LockHolds, count, fresh_state_db, median, ms, read_sessions, scratch_home
+from .common import ROOT, LockHolds, count, fresh_state_db, median, ms, read_sessions, scratch_home
 from .common import main as bench_main
 from .table import Row, Table
 
@@ -32,6 +41,22 @@ SESSIONS = 10_000
 MESSAGES_PER_CHAT = 6
 RUNS = 3
 _DAY = 86_400.0
+# The release first run on the real hosts (before the sync engine): what
+# "backfill speed unchanged or better" is measured against.
+PREVIOUS_RELEASE = "8002448"
+COMPARE_RUNS = 5
+# Times the command line inside a fresh interpreter (start-up and imports not
+# counted: they are the same for both); prints {"s": seconds, "rc": exit, "file": package}.
+_TIMED_CLI = """
+import contextlib, io, json, sys, time
+import webui_insights
+from webui_insights.cli import main
+out = io.StringIO()
+started = time.perf_counter()
+with contextlib.redirect_stdout(out):
+    rc = main(["backfill", "--webui-dir", sys.argv[1], "--json"])
+print(json.dumps({"s": time.perf_counter() - started, "rc": rc, "file": webui_insights.__file__}))
+"""
 
 
 def session_dict(i: int, now: float, messages: int = MESSAGES_PER_CHAT) -> dict[str, Any]:
@@ -138,6 +163,76 @@ def _cli(webui_dir: Path, *extra: str) -> tuple[int, dict[str, Any], float, floa
     return status, json.loads(out.getvalue()), took, holds.longest
 
 
+def _previous_release(dest: Path) -> Path | None:
+    """The previous release's package unpacked under ``dest`` (None outside a git checkout)."""
+    try:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", "--format=tar", PREVIOUS_RELEASE, "webui_insights"],
+            capture_output=True,
+            check=True,
+            timeout=60,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    dest.mkdir(parents=True)
+    with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.11.4+
+            tar.extractall(dest, filter="data")
+        else:  # our own repository's archive of our own package
+            tar.extractall(dest)  # noqa: S202
+    return dest
+
+
+def _timed_cli(package_parent: Path, root: Path, webui_dir: Path) -> float:
+    """Seconds of one ``backfill --json`` by the package under ``package_parent``, into a fresh state.db."""
+    fresh_state_db(root)
+    env = {**os.environ, "PYTHONPATH": str(package_parent), "HERMES_HOME": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", _TIMED_CLI, str(webui_dir)],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    if result["rc"] != 0 or not Path(result["file"]).is_relative_to(package_parent):
+        raise RuntimeError(f"backfill by {package_parent}: exit {result['rc']}, imported {result['file']}")
+    return float(result["s"])
+
+
+def _against_previous(root: Path, webui_dir: Path) -> list[Row]:
+    """This release's command line against the previous one's, alternating, in this run."""
+    previous = _previous_release(root / "previous-release")
+    if previous is None:
+        return [Row(f"previous release ({PREVIOUS_RELEASE}) for comparison", "not in git history here")]
+    ours: list[float] = []
+    theirs: list[float] = []
+    for k in range(COMPARE_RUNS):
+        pair = [(ours, ROOT), (theirs, previous)]
+        for times, parent in pair if k % 2 == 0 else reversed(pair):
+            times.append(SESSIONS / _timed_cli(parent, root, webui_dir))
+    ratio = median(ours) / median(theirs)
+    return [
+        Row(
+            f"command line, this release vs the previous ({PREVIOUS_RELEASE}): alternating, "
+            f"fresh interpreters, median of {COMPARE_RUNS} each",
+            f"{median(ours):,.0f} vs {median(theirs):,.0f} chats/s",
+        ),
+        Row(
+            "  each run, this | previous",
+            " / ".join(f"{r:,.0f}" for r in ours) + " | " + " / ".join(f"{r:,.0f}" for r in theirs),
+        ),
+        Row(
+            "  ratio this ÷ previous (issue 16: unchanged or better; 5% allowed for this machine's noise)",
+            f"{ratio:.2f}",
+            "≥ 0.95",
+            ratio >= 0.95,
+        ),
+    ]
+
+
 def _sum(report: dict[str, Any], key: str) -> Any:
     return sum(d[key] for d in report["databases"])
 
@@ -161,6 +256,7 @@ def run() -> list[Table]:
         right_cli = _check_rows(db)
         cli_status, cli_first, _, _ = cli_runs[-1]
         again_status, again, again_s, _ = _cli(webui_dir)
+        comparison = _against_previous(root, webui_dir)
 
         transcripts = _library_run(root, sessions_dir, transcripts=True)
         messages_stored = count(db, "SELECT COUNT(*) FROM messages")
@@ -203,6 +299,7 @@ def run() -> list[Table]:
             again["written"] == 0 and again_status == 0,
         ),
         Row("  … in", f"{again_s:.3f} s"),
+        *comparison,
         Row("  … write transactions", str(_sum(again, "transactions"))),
         Row(
             f"library, the two phases apart (read every file, then write), median of {RUNS}",

@@ -243,6 +243,48 @@ def test_every_command_names_the_folder_and_each_state_db_it_touched(
         assert str(hermes_home) in out
 
 
+def test_bulk_commands_pause_the_cycle_collector_and_always_turn_it_back_on(
+    hermes_home: Path, webui_dir: Path, capsys: pytest.CaptureFixture[str], mocker: Any
+) -> None:
+    """Paused while backfill, verify and status walk the chats (their speed); on again after, even on failure."""
+    import gc
+
+    import webui_insights.commands.backfill as backfill_module
+    import webui_insights.commands.status as status_module
+    import webui_insights.commands.verify as verify_module
+
+    _chat(webui_dir)
+    seen: dict[str, bool] = {}
+
+    def spy(module: Any, name: str, fails: bool = False) -> None:
+        real = getattr(module, name)
+
+        def watched(*args: Any, **kwargs: Any) -> Any:
+            seen[name] = gc.isenabled()
+            if fails:
+                raise RuntimeError("state.db went away")
+            return real(*args, **kwargs)
+
+        mocker.patch.object(module, name, watched)
+
+    spy(backfill_module, "backfill")
+    spy(verify_module, "verify")
+    spy(status_module, "collect_status", fails=True)
+    assert gc.isenabled()
+    assert main(["backfill"]) == EXIT_OK
+    assert main(["verify"]) == EXIT_OK
+    assert main(["status"]) == EXIT_ATTENTION  # the failure is reported; the collector is back on
+    capsys.readouterr()
+    assert seen == {"backfill": False, "verify": False, "collect_status": False}
+    assert gc.isenabled()
+    gc.disable()  # a caller that had it off keeps it off
+    try:
+        main(["backfill"])
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
+
+
 # ------------------------------------------------------------ status
 
 

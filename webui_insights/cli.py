@@ -10,13 +10,15 @@ documented exit status.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import os
 import signal
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
@@ -663,6 +665,31 @@ def _on_sigint(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
+# Commands that go through every chat of a home (tens of thousands of small objects a second).
+_BULK_COMMANDS = frozenset({"status", "backfill", "verify"})
+
+
+@contextmanager
+def _cycle_collector_paused(command: str) -> Iterator[None]:
+    """Python's cycle collector off while a bulk command runs, back on (if it was) afterwards.
+
+    A backfill makes and drops tens of thousands of snapshots, plans and
+    rows a second, none of them in reference cycles (reference counting
+    frees them); the collector's passes over them took about a tenth of
+    the run (10,000 chats, 6 alternating runs each: 18.4k → 20.5k chats/s
+    median). Only the command line does this, for its own command: the
+    library never touches the collector of a host's process.
+    """
+    if command not in _BULK_COMMANDS or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -684,7 +711,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGINT, _on_sigint)
     run = _Run(args, sys.stdout)
     try:
-        result: int = args.handler(args, run)
+        with _cycle_collector_paused(args.command):
+            result: int = args.handler(args, run)
         return result
     except UsageError as exc:
         print(f"webui-insights {args.command}: {exc}", file=sys.stderr)

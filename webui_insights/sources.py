@@ -146,12 +146,15 @@ def list_session_files(directory: Path) -> tuple[list[str], list[BadSessionFile]
                 if os.path.dirname(os.path.realpath(entry.path)) != root:
                     refused.append(BadSessionFile(_shown(name), "link_outside", "a link to a file outside the folder"))
                     continue
+                regular = stat.S_ISREG(info.st_mode)
             else:
-                info = entry.stat(follow_symlinks=False)
+                # From the directory entry's type, no system call (a stat only where the
+                # filesystem does not say); the reader checks the opened file again.
+                regular = entry.is_file(follow_symlinks=False)
         except OSError as exc:
             refused.append(_refusal(name, exc, link))
             continue
-        if not stat.S_ISREG(info.st_mode):
+        if not regular:
             refused.append(BadSessionFile(_shown(name), "not_a_file", "not a regular file"))
             continue
         files.append(entry.path)

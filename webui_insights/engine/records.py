@@ -163,12 +163,11 @@ def read_records(conn: sqlite3.Connection, session_ids: Iterable[str]) -> dict[s
     return found
 
 
-_EMPTY = Record()
-
-
 def merge(record: Record | None, changes: dict[str, Any]) -> Record:
     """``record`` with ``changes`` (field name → value) applied."""
-    return (record or _EMPTY)._replace(**changes)
+    if record is None:  # a chat seen for the first time (every chat of a first backfill): no copy to make
+        return Record(**changes)
+    return record._replace(**changes)
 
 
 def write_records(conn: sqlite3.Connection, records: Iterable[tuple[str, Record]], now: float) -> None:
