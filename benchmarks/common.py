@@ -174,22 +174,27 @@ class LockHolds:
     """Times every write transaction of hermes' ``SessionDB`` in this process, as other writers wait for it.
 
     From the moment the transaction's work starts (``BEGIN IMMEDIATE`` has
-    just taken the write lock) until ``_execute_write`` returns (after the
-    ``COMMIT``): the engine's own ``max_lock_hold`` stops before the
-    commit. (Every 50th write of a handle hermes also checkpoints before
-    returning; that time would be included.) Measurement only — the method
-    is restored on exit.
+    just taken the write lock) until its ``COMMIT`` returned: the engine's
+    own ``max_lock_hold`` stops before the commit. What hermes' handle does
+    after a commit on its own schedule (a WAL checkpoint every 50th write,
+    an FTS ``optimize`` every 1000th) is timed apart, in ``maintenance``:
+    it is hermes' upkeep, whoever's write came 1000th. Measurement only —
+    the methods are restored on exit.
     """
+
+    _UPKEEP = ("_try_wal_checkpoint", "_try_optimize_fts")
 
     def __init__(self) -> None:
         self.holds: list[float] = []
+        self.maintenance: list[float] = []
 
     def __enter__(self) -> LockHolds:
         from webui_insights.engine.hermes import hermes_state
 
         cls = hermes_state().SessionDB
-        original = cls._execute_write
-        holds = self.holds
+        originals = {name: vars(cls)[name] for name in ("_execute_write", *self._UPKEEP) if name in vars(cls)}
+        holds, maintenance = self.holds, self.maintenance
+        committed: list[float | None] = [None]  # set when hermes' upkeep starts: the COMMIT has returned
 
         def timed(db: Any, fn: Callable[[sqlite3.Connection], Any]) -> Any:
             started = [0.0]
@@ -198,17 +203,34 @@ class LockHolds:
                 started[0] = time.perf_counter()
                 return fn(conn)
 
-            result = original(db, work)
-            holds.append(time.perf_counter() - started[0])
+            committed[0] = None
+            result = originals["_execute_write"](db, work)
+            holds.append((committed[0] or time.perf_counter()) - started[0])
             return result
 
-        self._restore = (cls, original)
+        def upkeep(original: Callable[..., Any]) -> Callable[..., Any]:
+            def timed_upkeep(db: Any, *args: Any, **kwargs: Any) -> Any:
+                began = time.perf_counter()
+                if committed[0] is None:
+                    committed[0] = began
+                try:
+                    return original(db, *args, **kwargs)
+                finally:
+                    maintenance.append(time.perf_counter() - began)
+
+            return timed_upkeep
+
+        self._restore = (cls, originals)
         cls._execute_write = timed
+        for name in self._UPKEEP:
+            if name in originals:
+                setattr(cls, name, upkeep(originals[name]))
         return self
 
     def __exit__(self, *exc: object) -> None:
-        cls, original = self._restore
-        cls._execute_write = original
+        cls, originals = self._restore
+        for name, original in originals.items():
+            setattr(cls, name, original)
 
     @property
     def longest(self) -> float:

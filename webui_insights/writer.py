@@ -76,7 +76,10 @@ class WriterConfig:
     error_backoff_s: float = 1.0
     error_backoff_cap_s: float = 60.0
     exit_budget_s: float = 3.0
-    transaction_budget_s: float = 0.03
+    # Work per write transaction before it commits. What a transaction holds beyond it (the
+    # step under way, the COMMIT, hermes' full-text index merging inside it) stays under
+    # the 50 ms other writers may wait: measured p99 52 ms at 30 ms on 2,000 transcripts.
+    transaction_budget_s: float = 0.02
 
 
 @dataclass(slots=True)
