@@ -123,6 +123,47 @@ def test_same_state_older_copy_still_counts_as_the_same_state() -> None:
     assert plan.outcome != "stale"
 
 
+def test_a_record_from_the_earlier_release_names_the_same_state_and_is_rewritten_once() -> None:
+    """Its digest (of the state's repr) still matches, so a same-version copy repairs drift; then the new form."""
+    import hashlib
+
+    chat = desired()
+    earlier = hashlib.blake2b(repr(tuple(chat[2:16])).encode(), digest_size=10).hexdigest()
+    assert earlier != chat.digest
+    drifted = row(input_tokens=1, output_tokens=2, message_count=2, title="A chat")
+    known = applied(chat, digest=earlier, title_base="A chat", title_written="A chat")
+    plan = plan_chat(chat, drifted, known, CONTEXT)
+    assert plan.outcome == "updated" and plan.update["input_tokens"] == 1034
+    assert plan.record is not None and plan.record["digest"] == chat.digest
+    # A different state's earlier digest is not taken for this one: same version, different state → stale.
+    other = hashlib.blake2b(repr(tuple(desired(title="Other")[2:16])).encode(), digest_size=10).hexdigest()
+    assert plan_chat(chat, drifted, applied(chat, digest=other), CONTEXT).outcome == "stale"
+
+
+def test_equal_states_have_equal_digests_whichever_objects_hold_them() -> None:
+    """The digest is of values: a title built at run time, an interned one, an equal copy — one digest."""
+    import sys
+
+    built = "".join(["A ", "chat"])
+    assert built is not sys.intern("A chat")
+    digests = {
+        desired(title=built, model=built).digest,
+        desired(title=sys.intern("A chat"), model=sys.intern("A chat")).digest,
+        desired(title="A chat", model="A chat".encode().decode()).digest,
+    }
+    assert len(digests) == 1
+    assert desired(title="A chat").digest != desired(title="A chat ").digest
+    assert desired(input_tokens=1).digest != desired(input_tokens=True).digest  # 1 and True are told apart
+    assert desired(estimated_cost_usd=0.0).digest != desired(estimated_cost_usd=-0.0).digest
+
+
+def test_a_value_marshal_cannot_encode_still_gets_a_digest() -> None:
+    from decimal import Decimal
+
+    assert desired(model=Decimal("1.5")).digest != desired(model=Decimal("2.5")).digest
+    assert desired(model=Decimal("1.5")).digest == desired(model=Decimal("1.5")).digest
+
+
 def test_totals_that_go_down_are_followed() -> None:
     before = desired(at=NOW - 20, input_tokens=5000, output_tokens=500, message_count=8)
     retried = desired(at=NOW - 10, input_tokens=3000, output_tokens=300, message_count=6)

@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .states import OWNED_COLUMNS, Desired, Ledger, Owner, Record, Row, row_digest
+from .states import OWNED_COLUMNS, Desired, Ledger, Owner, Record, Row, row_digest, same_state
 from .titles import TitleDecision, decide_title
 
 __all__ = ["Context", "Drift", "ChatPlan", "plan_chat", "Outcome", "SOURCE", "END_REASON", "FUTURE_TOLERANCE_S"]
@@ -118,8 +118,8 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if ledger != rec.ledger:
         record_changes["ledger"] = ledger
 
-    same_state = rec.digest is not None and rec.digest == desired.digest
-    if not same_state and rec.version is not None and desired.version <= rec.version:
+    same = same_state(rec.digest, desired)
+    if not same and rec.version is not None and desired.version <= rec.version:
         plan.outcome = "stale"
         return _with_record(plan, rec, record_changes)
 
@@ -172,7 +172,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         if plan.outcome == "unchanged":
             plan.outcome = "updated"
 
-    if not same_state:
+    if not same or rec.digest != desired.digest:  # a new state, or one recorded in an earlier release's form
         record_changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
     if owner == "mirror":
         if written != rec.written:

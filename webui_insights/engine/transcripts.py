@@ -67,11 +67,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..snapshot import scrub_surrogates
 from .plan import Drift
+from .states import same_state
 
 if TYPE_CHECKING:
     from ..diagnostics import Stats
     from .plan import ChatPlan
-    from .states import Record
+    from .states import Desired, Record
 
 __all__ = [
     "MessageRow",
@@ -430,7 +431,7 @@ class TranscriptWriter:
         quick = _Quick(messages)
 
         trusted = progress is not None and stored == count
-        if trusted and count and progress is not None and self._must_look(session_id, record, desired.digest, progress):
+        if trusted and count and progress is not None and self._must_look(session_id, record, desired, progress):
             # The same state again, not just written by this process: check the rows themselves.
             stored_rows = read_stored_rows(conn, session_id, active)
             kept, kept_chain = progress
@@ -511,9 +512,9 @@ class TranscriptWriter:
             return False
         return True
 
-    def _must_look(self, session_id: str, record: Record | None, digest: str, progress: tuple[int, str]) -> bool:
+    def _must_look(self, session_id: str, record: Record | None, desired: Desired, progress: tuple[int, str]) -> bool:
         """Read the stored rows when re-applying a state this process did not just write."""
-        if record is None or record.digest is None or record.digest != digest:
+        if record is None or not same_state(record.digest, desired):
             return False  # a new state: the fast path's count and chain are enough
         known = self._memory.get(session_id)
         return known is None or (known[0], known[2]) != progress
