@@ -133,10 +133,11 @@ def _digest(fields: Any) -> str:
     """The digest of a Desired's state fields (model … last_active_at).
 
     The bytes are ``marshal`` format 2 — by value only (no references, so
-    equal states give equal bytes whichever objects hold them), the same in
-    every Python 3 release, and three times faster than ``repr`` (backfill
-    digests tens of thousands of chats a second). A value marshal does not
-    know (an adapter's own type) is digested by its ``repr`` instead.
+    equal states give equal bytes whichever objects hold them; format 3 and
+    later may refer back to an object seen before), unchanged across Python 3
+    releases so far, and three times faster than ``repr`` (backfill digests
+    tens of thousands of chats a second). A value marshal does not know (an
+    adapter's own type) is digested by its ``repr`` instead.
     """
     state = tuple(fields[2:16])
     try:
