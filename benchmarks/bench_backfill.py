@@ -299,8 +299,8 @@ def run() -> list[Table]:
             again["written"] == 0 and again_status == 0,
         ),
         Row("  … in", f"{again_s:.3f} s"),
-        *comparison,
         Row("  … write transactions", str(_sum(again, "transactions"))),
+        *comparison,
         Row(
             f"library, the two phases apart (read every file, then write), median of {RUNS}",
             f"{rate:,.0f} chats/s",
