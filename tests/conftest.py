@@ -94,7 +94,7 @@ def make_session(webui_dir: Path, **kwargs: Any) -> DemoSession:
 
 def read_row(db_path: Path, session_id: str) -> dict[str, Any] | None:
     """Read a sessions row with a short-lived read-only connection (no SessionDB)."""
-    conn = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    conn = sqlite3.connect(Path(db_path).resolve().as_uri() + "?mode=ro", uri=True)
     conn.row_factory = sqlite3.Row
     try:
         row = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()

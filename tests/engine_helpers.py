@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from pathlib import Path
 from typing import Any
@@ -77,26 +76,6 @@ def run(db: Path, *chats: Desired, **kwargs: Any) -> SyncReport:
         return sync(store, list(chats), keep_plans=True, **kwargs)
     finally:
         store.close()
-
-
-def db_row(db: Path, session_id: str) -> dict[str, Any] | None:
-    conn = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True)
-    conn.row_factory = sqlite3.Row
-    try:
-        found = conn.execute("SELECT * FROM sessions WHERE id = ?", (session_id,)).fetchone()
-        return dict(found) if found else None
-    finally:
-        conn.close()
-
-
-def execute(db: Path, sql: str, *params: Any) -> None:
-    """Change state.db behind the mirror's back, the way another tool would."""
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def later(seconds: float = 1.0) -> float:

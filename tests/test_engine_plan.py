@@ -149,7 +149,7 @@ def test_equal_states_have_equal_digests_whichever_objects_hold_them() -> None:
     digests = {
         desired(title=built, model=built).digest,
         desired(title=sys.intern("A chat"), model=sys.intern("A chat")).digest,
-        desired(title="A chat", model="A chat".encode().decode()).digest,
+        desired(title="A chat", model=b"A chat".decode()).digest,
     }
     assert len(digests) == 1
     assert desired(title="A chat").digest != desired(title="A chat ").digest

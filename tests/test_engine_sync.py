@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import same_time
-from engine_helpers import db_row, desired, execute, run
+from conftest import read_row, same_time, tamper
+from engine_helpers import desired, run
 
 from webui_insights.engine.hermes import hermes_state
 from webui_insights.engine.plan import END_REASON
@@ -42,7 +42,7 @@ def test_a_chat_becomes_one_complete_row_in_hermes_conventions(db: Path) -> None
         db, chat(input_tokens=3702, cache_read_tokens=600, output_tokens=168, message_count=6, tool_call_count=2)
     )
     assert report.outcomes == {"created": 1}
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None
     assert (row["source"], row["title"], row["model"]) == ("webui", "A chat", "test/model")
     assert (row["input_tokens"], row["cache_read_tokens"], row["output_tokens"]) == (3102, 600, 168)
@@ -62,14 +62,14 @@ def test_running_the_same_state_twice_writes_nothing(db: Path) -> None:
 def test_each_new_state_sets_the_totals(db: Path) -> None:
     run(db, chat(at=NOW - 30, input_tokens=1000, cache_read_tokens=0))
     run(db, chat(at=NOW - 20, input_tokens=2000, cache_read_tokens=200))
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None and (row["input_tokens"], row["cache_read_tokens"]) == (1800, 200)
 
 
 def test_a_retry_that_lowers_the_totals_is_followed(db: Path) -> None:
     run(db, chat(at=NOW - 30, input_tokens=5000, output_tokens=500, message_count=8))
     run(db, chat(at=NOW - 20, input_tokens=3000, output_tokens=300, message_count=6))
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None and (row["input_tokens"], row["output_tokens"], row["message_count"]) == (2800, 300, 6)
 
 
@@ -82,21 +82,21 @@ def test_a_stale_copy_never_overwrites_a_newer_state_from_another_process(db: Pa
     run(db, newer)  # the live writer of one process
     report = run(db, stale)  # a CLI run, the sweep or another process with an old file
     assert report.outcomes == {"stale": 1}
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None and (row["title"], row["input_tokens"]) == ("Newer title", 8800)
 
 
 def test_a_newer_state_arriving_after_an_older_one_wins(db: Path) -> None:
     run(db, chat(at=NOW - 50, title="Older title"))
     run(db, chat(at=NOW - 10, title="Newer title"))
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None and row["title"] == "Newer title"
 
 
 def test_of_one_batch_the_newest_state_of_a_chat_is_applied(db: Path) -> None:
     report = run(db, chat(at=NOW - 10, title="Newest"), chat(at=NOW - 30, title="Oldest"))
     assert report.chats == 1
-    assert db_row(db, "chat1")["title"] == "Newest"  # type: ignore[index]
+    assert read_row(db, "chat1")["title"] == "Newest"  # type: ignore[index]
 
 
 # ---------------------------------------------------------------- ownership
@@ -111,10 +111,10 @@ def test_another_sources_row_is_never_written(db: Path) -> None:
             hermes.append_message("tg1", role="user", content=f"m{n}")
     finally:
         hermes.close()
-    before = db_row(db, "tg1")
+    before = read_row(db, "tg1")
     report = run(db, chat("tg1", message_count=2, title="Local copy of a Telegram chat"))
     assert report.outcomes == {"foreign": 1}
-    assert db_row(db, "tg1") == before
+    assert read_row(db, "tg1") == before
 
 
 def _hermes_writes(db: Path, session_id: str, calls: int = 3) -> None:
@@ -134,7 +134,7 @@ def _hermes_writes(db: Path, session_id: str, calls: int = 3) -> None:
 
 def test_a_row_hermes_agent_writes_only_gets_what_hermes_leaves_out(db: Path) -> None:
     _hermes_writes(db, "live1")
-    before = db_row(db, "live1")
+    before = read_row(db, "live1")
     assert before is not None
     webui = chat(
         "live1", input_tokens=3702, cache_read_tokens=600, output_tokens=168, message_count=6, title="Trip plan"
@@ -142,7 +142,7 @@ def test_a_row_hermes_agent_writes_only_gets_what_hermes_leaves_out(db: Path) ->
     webui = webui._replace(created_at=before["started_at"] - 30)
     webui = webui._replace(digest=webui.state_digest())
     report = run(db, webui)
-    after = db_row(db, "live1")
+    after = read_row(db, "live1")
     assert after is not None
     for column in (
         "input_tokens",
@@ -169,9 +169,9 @@ def test_hermes_agent_taking_over_our_row_keeps_its_own_counts(db: Path) -> None
         hermes.append_message("c1", role="user", content="more")
     finally:
         hermes.close()
-    taken = db_row(db, "c1")
+    taken = read_row(db, "c1")
     run(db, chat("c1", at=NOW - 5, message_count=4, input_tokens=99999))
-    row = db_row(db, "c1")
+    row = read_row(db, "c1")
     assert row is not None and taken is not None
     assert (row["input_tokens"], row["message_count"]) == (taken["input_tokens"], taken["message_count"])
     assert row["ended_at"] is None and row["end_reason"] is None  # hermes' end_session can write again
@@ -189,9 +189,9 @@ def test_a_deletion_in_hermes_is_respected_until_a_new_turn(db: Path) -> None:
         hermes.close()
     assert run(db, chat(message_count=4)).outcomes == {"deleted": 1}
     assert run(db, chat(at=NOW - 5, message_count=4, title="Renamed")).outcomes == {"deleted": 1}
-    assert db_row(db, "chat1") is None
+    assert read_row(db, "chat1") is None
     assert run(db, chat(at=NOW - 1, message_count=6)).outcomes == {"restored": 1}
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None and row["message_count"] == 6
 
 
@@ -208,7 +208,7 @@ def test_a_title_taken_by_a_cli_session_becomes_the_webui_name_and_resume_still_
     finally:
         hermes.close()
     run(db, chat("w1", title="Weekly plan"), chat("w2", title="Weekly plan"), chat("w3", title="Weekly plan"))
-    titles = [db_row(db, sid)["title"] for sid in ("w1", "w2", "w3")]  # type: ignore[index]
+    titles = [read_row(db, sid)["title"] for sid in ("w1", "w2", "w3")]  # type: ignore[index]
     assert titles == ["Weekly plan (WebUI)", "Weekly plan (WebUI 2)", "Weekly plan (WebUI 3)"]
     hermes = session_db(db)
     try:
@@ -226,39 +226,39 @@ def test_a_cli_rename_survives_later_turns_and_restarts(db: Path) -> None:
         hermes.close()
     for n in range(1, 4):  # each run is a fresh handle: a restart
         run(db, chat(at=NOW - 50 + n, title="WebUI rename", input_tokens=1234 + n))
-    assert db_row(db, "chat1")["title"] == "Renamed in CLI"  # type: ignore[index]
+    assert read_row(db, "chat1")["title"] == "Renamed in CLI"  # type: ignore[index]
 
 
 def test_a_webui_rename_propagates(db: Path) -> None:
     run(db, chat(at=NOW - 50, title="First"))
     run(db, chat(at=NOW - 40, title="Second"))
-    assert db_row(db, "chat1")["title"] == "Second"  # type: ignore[index]
+    assert read_row(db, "chat1")["title"] == "Second"  # type: ignore[index]
 
 
 def test_a_lineage_name_an_earlier_release_chose_is_renamed_once(db: Path) -> None:
     run(db, chat("other", title="Plan"))
-    execute(db, "INSERT INTO sessions (id, source, started_at, title) VALUES ('old', 'webui', ?, 'Plan #2')", NOW)
-    execute(
+    tamper(db, "INSERT INTO sessions (id, source, started_at, title) VALUES ('old', 'webui', ?, 'Plan #2')", NOW)
+    tamper(
         db,
         f"CREATE TABLE {LEGACY_TABLE} (session_id TEXT PRIMARY KEY, title_base TEXT, title_written TEXT, "
         "transcript_count INTEGER, transcript_hash TEXT, updated_at REAL)",
     )
-    execute(db, f"INSERT INTO {LEGACY_TABLE} VALUES ('old', 'Plan', 'Plan #2', 0, NULL, ?)", NOW)
+    tamper(db, f"INSERT INTO {LEGACY_TABLE} VALUES ('old', 'Plan', 'Plan #2', 0, NULL, ?)", NOW)
     run(db, chat("old", title="Plan"))
-    assert db_row(db, "old")["title"] == "Plan (WebUI)"  # type: ignore[index]
+    assert read_row(db, "old")["title"] == "Plan (WebUI)"  # type: ignore[index]
     assert run(db, chat("old", title="Plan")).rows_written == 0
 
 
 def test_a_hermes_lineage_row_is_left_as_hermes_named_it(db: Path) -> None:
-    execute(db, "INSERT INTO sessions (id, source, started_at, title) VALUES ('cont', 'webui', ?, 'Plan #2')", NOW)
+    tamper(db, "INSERT INTO sessions (id, source, started_at, title) VALUES ('cont', 'webui', ?, 'Plan #2')", NOW)
     run(db, chat("cont", title="Plan"))
-    assert db_row(db, "cont")["title"] == "Plan #2"  # type: ignore[index]
+    assert read_row(db, "cont")["title"] == "Plan #2"  # type: ignore[index]
 
 
 def test_a_title_hermes_refuses_is_counted_and_not_retried(db: Path) -> None:
     report = run(db, chat(title="x" * 150))
     assert report.notes["title_refused"] == 1
-    assert db_row(db, "chat1")["title"] is None  # type: ignore[index]
+    assert read_row(db, "chat1")["title"] is None  # type: ignore[index]
     again = run(db, chat(title="x" * 150))
     assert again.rows_written == 0 and again.outcomes == {"unchanged": 1}
 
@@ -272,7 +272,7 @@ def test_agent_reported_cache_is_kept_across_states_and_runs(db: Path) -> None:
     run(db, chat(at=NOW - 20, input_tokens=2468, ledger=Ledger(cache_read_tokens=200, api_calls=1), **no_cache))
     # A later run from the session file alone (no agent in that process).
     run(db, chat(at=NOW - 10, input_tokens=2468, title="Renamed", **no_cache))
-    row = db_row(db, "chat1")
+    row = read_row(db, "chat1")
     assert row is not None
     assert (row["input_tokens"], row["cache_read_tokens"], row["api_call_count"]) == (2068, 400, 2)
 
@@ -297,15 +297,15 @@ def test_a_sqlite_file_hermes_never_initialised_is_not_touched(tmp_path: Path) -
 
 
 def test_the_earlier_releases_memory_is_folded_into_the_record_table(db: Path) -> None:
-    execute(db, "INSERT INTO sessions (id, source, started_at, title) VALUES ('c', 'webui', ?, 'Ours')", NOW)
-    execute(
+    tamper(db, "INSERT INTO sessions (id, source, started_at, title) VALUES ('c', 'webui', ?, 'Ours')", NOW)
+    tamper(
         db,
         f"CREATE TABLE {LEGACY_TABLE} (session_id TEXT PRIMARY KEY, title_base TEXT, title_written TEXT, "
         "transcript_count INTEGER, transcript_hash TEXT, updated_at REAL)",
     )
-    execute(db, f"INSERT INTO {LEGACY_TABLE} VALUES ('c', 'Ours', 'Ours', 0, NULL, ?)", NOW)
+    tamper(db, f"INSERT INTO {LEGACY_TABLE} VALUES ('c', 'Ours', 'Ours', 0, NULL, ?)", NOW)
     run(db, chat("c", title="Ours renamed in the WebUI"))
-    assert db_row(db, "c")["title"] == "Ours renamed in the WebUI"  # type: ignore[index]
+    assert read_row(db, "c")["title"] == "Ours renamed in the WebUI"  # type: ignore[index]
     conn = sqlite3.connect(db)
     try:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}

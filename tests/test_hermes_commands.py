@@ -17,7 +17,8 @@ import time
 from pathlib import Path
 
 import pytest
-from engine_helpers import db_row, desired, run
+from conftest import read_row
+from engine_helpers import desired, run
 
 from webui_insights.commands.demo import hermes_command
 from webui_insights.engine.records import TABLE
@@ -67,15 +68,15 @@ def test_sessions_rename_works_and_the_mirror_keeps_the_new_title(home: Path) ->
     mirrored(home, "aaa111", "WebUI title")
     hermes(home, "sessions", "rename", "aaa111", "Renamed", "in", "hermes")
     mirrored(home, "aaa111", "WebUI title again", input_tokens=5000)
-    assert db_row(home / "state.db", "aaa111")["title"] == "Renamed in hermes"  # type: ignore[index]
+    assert read_row(home / "state.db", "aaa111")["title"] == "Renamed in hermes"  # type: ignore[index]
 
 
 def test_sessions_delete_works_and_the_mirror_respects_it(home: Path) -> None:
     mirrored(home, "aaa111", "Doomed", message_count=4)
     hermes(home, "sessions", "delete", "aaa111", "--yes")
-    assert db_row(home / "state.db", "aaa111") is None
+    assert read_row(home / "state.db", "aaa111") is None
     mirrored(home, "aaa111", "Doomed", message_count=4)  # the sweep, an unchanged save
-    assert db_row(home / "state.db", "aaa111") is None
+    assert read_row(home / "state.db", "aaa111") is None
     conn = sqlite3.connect(home / "state.db")
     try:  # the record outlives the row: that is how the deletion is known
         assert conn.execute(f"SELECT COUNT(*) FROM {TABLE} WHERE session_id = 'aaa111'").fetchone()[0] == 1
@@ -87,10 +88,10 @@ def test_sessions_prune_removes_old_mirrored_chats_for_good(home: Path) -> None:
     mirrored(home, "old111", "Old chat", days_ago=100)
     mirrored(home, "new222", "New chat", days_ago=1)
     hermes(home, "sessions", "prune", "--older-than", "30", "--yes")
-    assert db_row(home / "state.db", "old111") is None
-    assert db_row(home / "state.db", "new222") is not None
+    assert read_row(home / "state.db", "old111") is None
+    assert read_row(home / "state.db", "new222") is not None
     mirrored(home, "old111", "Old chat", days_ago=100)
-    assert db_row(home / "state.db", "old111") is None
+    assert read_row(home / "state.db", "old111") is None
 
 
 def test_sessions_export_exports_mirrored_chats(home: Path, tmp_path: Path) -> None:

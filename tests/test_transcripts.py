@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import tamper
 from engine_helpers import desired
 
 import webui_insights
@@ -165,15 +166,6 @@ def hermes_writes(db: Path, session_id: str, messages: Sequence[dict[str, Any]],
         ]
     finally:
         handle.close()
-
-
-def tamper(db: Path, sql: str, *params: Any) -> None:
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 # ------------------------------------------------------------------ drivers
