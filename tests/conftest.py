@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import sqlite3
@@ -86,6 +87,18 @@ def mirror(hermes_home: Path, fast_writer: WriterConfig) -> Any:
     """install() on the demo host, enabled, with a fast writer."""
     installer.install(target=TARGET, enabled=True, writer_config=fast_writer)
     return installer
+
+
+@pytest.fixture
+def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """The ``webui_insights`` logger's records from INFO up."""
+    caplog.set_level(logging.INFO, logger="webui_insights")
+    return caplog
+
+
+def log_lines(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
+    """The log lines that contain every one of ``words``."""
+    return [r.getMessage() for r in caplog.records if all(w in r.getMessage() for w in words)]
 
 
 def make_session(webui_dir: Path, **kwargs: Any) -> DemoSession:

@@ -7,7 +7,6 @@
 from __future__ import annotations
 
 import gc
-import logging
 import random
 import sys
 import threading
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import make_session, read_row, same_time, save_turn
+from conftest import log_lines, make_session, read_row, same_time, save_turn
 
 import webui_insights
 from webui_insights import snapshot as snapshot_module
@@ -72,16 +71,6 @@ class Agent:
 def new_capture(adapter: Any = webui_session_adapter) -> Capture:
     stats, log = Stats(), RateLimitedLog()
     return Capture(stats, log, AgentUsage(stats, log), adapter)
-
-
-@pytest.fixture
-def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="webui_insights")
-    return caplog
-
-
-def lines(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if all(w in r.getMessage() for w in words)]
 
 
 # ------------------------------------------------------------------ the gate
@@ -368,9 +357,9 @@ def test_an_adapter_that_raises_is_skipped_counted_and_logged_with_the_exception
     assert capture.stats.as_dict()["skipped"]["adapter_error"] == 3
     assert capture.stats.as_dict()["internal_errors"] == 0
     # Rate-limited per kind: one line per exception class, each with its class and message.
-    assert lines(log, "the adapter failed on a BareSession", "ValueError: no usage field")
-    assert lines(log, "the adapter failed on a BareSession", "KeyError: 'title'")
-    assert not lines(log, "again")
+    assert log_lines(log, "the adapter failed on a BareSession", "ValueError: no usage field")
+    assert log_lines(log, "the adapter failed on a BareSession", "KeyError: 'title'")
+    assert not log_lines(log, "again")
 
 
 def test_a_session_attribute_that_raises_is_an_adapter_error_not_a_crash(log: pytest.LogCaptureFixture) -> None:
@@ -386,7 +375,7 @@ def test_a_session_attribute_that_raises_is_an_adapter_error_not_a_crash(log: py
     capture = new_capture()
     assert capture.take(Broken("abcdefabcdef")) is None
     assert capture.stats.as_dict()["skipped"]["adapter_error"] == 1
-    assert lines(log, "the adapter failed on a Broken", "RuntimeError: lazy title failed to load")
+    assert log_lines(log, "the adapter failed on a Broken", "RuntimeError: lazy title failed to load")
 
 
 @pytest.mark.parametrize(
@@ -409,7 +398,7 @@ def test_a_refused_value_is_counted_and_logged_with_its_reason(
     session.__dict__.update(values)
     assert capture.take(session) is None
     assert capture.stats.as_dict()["skipped"][reason] == 1
-    assert lines(log, f"not mirroring a chat ({reason})", words)
+    assert log_lines(log, f"not mirroring a chat ({reason})", words)
 
 
 @pytest.mark.parametrize("cost", [Decimal("0.0123"), 1, 0.5, "0.25", " 3 ", "1e-3"])
@@ -489,7 +478,7 @@ def test_every_map_is_bounded(monkeypatch: pytest.MonkeyPatch, log: pytest.LogCa
     assert len(transcripts._memory) == 20
     # Increments forgotten before a save took them are counted and logged, not silent.
     assert stats.as_dict()["dropped"]["agent_usage"] == 170
-    assert lines(log, "forgot the agent-reported usage of chat", "more than 30 chats")
+    assert log_lines(log, "forgot the agent-reported usage of chat", "more than 30 chats")
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import wrapt
-from conftest import make_session, read_row, save_turn, wait_for
+from conftest import log_lines, make_session, read_row, save_turn, wait_for
 
 import webui_insights
 from webui_insights import sweep as sweep_module
@@ -24,12 +24,9 @@ from webui_insights.writer import THREAD_NAME, WriterConfig
 
 @pytest.fixture
 def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
+    """conftest's ``log``, from DEBUG up: install reports what it wrapped at that level."""
     caplog.set_level(logging.DEBUG, logger="webui_insights")
     return caplog
-
-
-def lines(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
-    return [r.getMessage() for r in caplog.records if all(w in r.getMessage() for w in words)]
 
 
 @pytest.fixture
@@ -102,7 +99,7 @@ def test_install_twice_keeps_one_wrapper_and_warns(mirror: Any, webui_dir: Path,
     assert installer.install(target=TARGET, enabled=True) is False
     assert vars(DemoSession)["save"] is wrapper
     assert not isinstance(wrapper.__wrapped__, wrapt.FunctionWrapper)
-    assert lines(log, "already installed")
+    assert log_lines(log, "already installed")
     chat = make_session(webui_dir)
     chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
     chat.save()
@@ -129,7 +126,7 @@ def test_uninstall_leaves_a_wrapper_someone_put_over_ours(hermes_home: Path, log
     try:
         assert installer.uninstall() is False
         assert vars(DemoSession)["save"] is theirs
-        assert lines(log, "was wrapped again after us; leaving it in place")
+        assert log_lines(log, "was wrapped again after us; leaving it in place")
     finally:
         DemoSession.save = original  # type: ignore[method-assign]
 
@@ -184,7 +181,7 @@ def test_a_target_missing_from_a_module_imported_later_is_logged_and_the_import_
     module = importlib.import_module("renamedapp.models")  # the host's import is not broken
     assert module.Conversation().save() == 1
     # wrapt 1.x says AttributeError, 2.x PathResolutionError: the class and its message, either way.
-    assert lines(log, "cannot wrap renamedapp.models:Session.save: ", "Error: ", "'Session'")
+    assert log_lines(log, "cannot wrap renamedapp.models:Session.save: ", "Error: ", "'Session'")
 
 
 def test_a_subclass_and_calls_through_the_class_are_mirrored(mirror: Any, webui_dir: Path, hermes_home: Path) -> None:
@@ -266,7 +263,7 @@ def test_the_wrapper_is_built_with_positional_arguments_only(
 
 def test_missing_target_is_quiet_unless_strict(hermes_home: Path, log: pytest.LogCaptureFixture) -> None:
     assert installer.install(target="webui_insights.demo_host:NoSuchClass.save") is True
-    assert lines(log, "cannot wrap webui_insights.demo_host:NoSuchClass.save: ", "Error: ", "'NoSuchClass'")
+    assert log_lines(log, "cannot wrap webui_insights.demo_host:NoSuchClass.save: ", "Error: ", "'NoSuchClass'")
     installer.uninstall()
     with pytest.raises(installer.TargetNotFound, match="NoSuchClass"):
         installer.install(target="webui_insights.demo_host:NoSuchClass.save", strict=True)
@@ -296,7 +293,7 @@ def test_an_adapter_that_raises_never_reaches_the_save(
     assert chat.path.exists()
     stats = webui_insights.stats()
     assert stats["skipped"]["adapter_error"] == 1 and stats["internal_errors"] == 0
-    assert lines(log, "the adapter failed on a DemoSession", "RuntimeError: adapter bug")
+    assert log_lines(log, "the adapter failed on a DemoSession", "RuntimeError: adapter bug")
 
 
 def test_custom_adapter_and_stats_shape(hermes_home: Path, webui_dir: Path, fast_writer: WriterConfig) -> None:
@@ -331,7 +328,7 @@ def test_an_enabled_callable_that_raises_means_off_and_is_logged_and_counted(
     chat.save()  # returns: nothing of ours reached the host
     stats = webui_insights.stats()
     assert stats["switch_errors"] == 1 and stats["skipped"]["disabled"] == 1 and stats["internal_errors"] == 0
-    assert lines(log, "the enabled() switch raised LookupError: feature flag service down")
+    assert log_lines(log, "the enabled() switch raised LookupError: feature flag service down")
 
 
 def test_flush_and_stats_without_install() -> None:
@@ -399,7 +396,7 @@ def test_a_bug_in_capture_is_counted_logged_and_never_raised(
     assert webui_insights.capture(object()) is False
     assert [where for where, _ in fail_on_swallowed_errors] == ["capture"]
     assert webui_insights.stats()["internal_errors"] == 1
-    assert lines(log, "internal error in capture: ZeroDivisionError: division by zero")
+    assert log_lines(log, "internal error in capture: ZeroDivisionError: division by zero")
 
 
 # ---------------------------------------------------------------- the sweep

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import in_forked_child, make_session, read_row, save_turn, wait_for
+from conftest import in_forked_child, log_lines, make_session, read_row, save_turn, wait_for
 
 import webui_insights
 from webui_insights import forksafe
@@ -51,17 +51,6 @@ def writers() -> Iterator[Callable[..., Writer]]:
     yield make
     for writer in made:
         writer.shutdown(2)
-
-
-@pytest.fixture
-def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
-    caplog.set_level(logging.INFO, logger="webui_insights")
-    return caplog
-
-
-def lines(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
-    """The log lines that contain every one of ``words``."""
-    return [r.getMessage() for r in caplog.records if all(w in r.getMessage() for w in words)]
 
 
 def snap(session_id: str = "abcabcabcabc", updated_at: float = 1_700_000_000.0, **values: Any) -> UsageSnapshot:
@@ -128,7 +117,7 @@ def test_save_returns_while_another_process_holds_the_lock_and_totals_land_after
     state = health(db)
     assert "OperationalError: database is locked" in state["last_error"]
     assert state["failures"] >= 2 and state["next_try_at"] is not None and state["last_error_at"] is not None
-    assert lines(log, "is busy", "OperationalError: database is locked", "kept pending")
+    assert log_lines(log, "is busy", "OperationalError: database is locked", "kept pending")
     assert all(read_row(db, c.session_id) is None for c in chats)
     holder.release()
     assert webui_insights.flush(10)
@@ -221,7 +210,7 @@ def test_queue_cap_drops_the_oldest_and_counts_and_logs_it(
         writer.submit(snap(f"{n:012x}", input_tokens=n + 1))
     assert writer._stats.as_dict()["dropped"]["queue_full"] == 2
     assert forgotten == [f"{0:012x}", f"{1:012x}"]
-    assert lines(log, "dropped a pending update (queue_full)")
+    assert log_lines(log, "dropped a pending update (queue_full)")
     holder.release()
     assert writer.flush(10)
     assert read_row(hermes_home / "state.db", f"{0:012x}") is None
@@ -287,8 +276,8 @@ def test_a_thread_that_cannot_start_leaves_save_working_and_counts_the_loss(
     stats = webui_insights.stats()
     assert stats["dropped"]["thread_start_failed"] == 1
     assert stats["pending"] == 0
-    assert lines(log, "cannot start the writer thread", "RuntimeError: can't create new thread")
-    assert lines(log, "dropped a pending update (thread_start_failed)")
+    assert log_lines(log, "cannot start the writer thread", "RuntimeError: can't create new thread")
+    assert log_lines(log, "dropped a pending update (thread_start_failed)")
     mocker.stopall()
     chat.save()  # the gate forgot the lost update: the next save queues it again
     assert webui_insights.flush(5)
@@ -303,7 +292,7 @@ def test_a_chat_that_cannot_be_converted_is_skipped_counted_and_logged(
     writer.submit(snap("goodgoodgood", input_tokens=3))
     assert writer.flush(5)
     assert writer._stats.as_dict()["skipped"]["bad_value"] == 1
-    assert lines(log, "chat badbadbadbad not mirrored: cannot read it: TypeError")
+    assert log_lines(log, "chat badbadbadbad not mirrored: cannot read it: TypeError")
     assert read_row(hermes_home / "state.db", "goodgoodgood") is not None
 
 
@@ -321,7 +310,7 @@ def test_deleted_then_recreated_state_db_gets_the_next_update(
     save_turn(chat, 1, 1)
     assert not db.exists()  # the mirror never creates one
     assert webui_insights.stats()["skipped"]["no_state_db"] == 1
-    assert lines(log, "nothing mirrored for 1 chat(s)", "no state.db at")
+    assert log_lines(log, "nothing mirrored for 1 chat(s)", "no state.db at")
     create_state_db(db)
     save_turn(chat, 1, 1)
     assert read_row(db, chat.session_id)["input_tokens"] == 3  # type: ignore[index]
@@ -352,7 +341,7 @@ def test_a_file_that_is_not_a_hermes_state_db_is_left_untouched(
     chat = make_session(webui_dir)
     save_turn(chat, 1, 1)
     assert webui_insights.stats()["skipped"]["uninitialised"] == 1
-    assert lines(log, "nothing mirrored", "not a hermes state.db")
+    assert log_lines(log, "nothing mirrored", "not a hermes state.db")
     conn = sqlite3.connect(db)
     assert [r[0] for r in conn.execute("SELECT name FROM sqlite_master")] == ["unrelated"]
     conn.close()
@@ -388,7 +377,7 @@ def test_a_malformed_state_db_backs_off_and_recovers_when_repaired_in_place(
     assert "DatabaseError: file is not a database" in state["last_error"]
     assert state["next_try_at"] is not None
     assert webui_insights.stats()["pending"] == 1  # kept, not dropped
-    assert lines(log, "cannot write to", "DatabaseError: file is not a database", "kept pending", "next try in")
+    assert log_lines(log, "cannot write to", "DatabaseError: file is not a database", "kept pending", "next try in")
     _rewrite_in_another_process(db, 0, b"SQLite format 3\x00")  # repaired in place
     assert webui_insights.flush(5)  # within one back-off step (0.4 s at most here), no restart
     assert os.stat(db).st_ino == inode
@@ -432,7 +421,7 @@ def test_an_error_opening_state_db_backs_off_keeps_the_work_and_recovers_at_the_
     stats = webui_insights.stats()
     assert stats["pending"] == 1 and stats["retried"] >= 2 and stats["failures"] >= 2
     assert stats["internal_errors"] == 0  # a state of the database, not a bug
-    assert lines(log, "cannot write to", f"{type(exc).__name__}: {exc}", "next try in")
+    assert log_lines(log, "cannot write to", f"{type(exc).__name__}: {exc}", "next try in")
     sessiondb_fault.clear()
     assert webui_insights.flush(5)
     assert sessiondb_fault.calls_after_clear == 1  # the first try after the fault cleared worked
