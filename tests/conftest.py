@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -99,6 +100,22 @@ def log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
 def log_lines(caplog: pytest.LogCaptureFixture, *words: str) -> list[str]:
     """The log lines that contain every one of ``words``."""
     return [r.getMessage() for r in caplog.records if all(w in r.getMessage() for w in words)]
+
+
+@pytest.fixture
+def sqlite_sections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The threads that entered ``forksafe.sqlite_section``, one entry per entry (the real section still runs)."""
+    from webui_insights import forksafe
+
+    entered: list[int] = []
+    real = forksafe.sqlite_section
+
+    def counting() -> Any:
+        entered.append(threading.get_ident())
+        return real()
+
+    monkeypatch.setattr(forksafe, "sqlite_section", counting)
+    return entered
 
 
 def make_session(webui_dir: Path, **kwargs: Any) -> DemoSession:

@@ -13,7 +13,6 @@ import pytest
 from conftest import in_forked_child, read_row, tamper, wait_for
 
 import webui_insights
-from webui_insights import forksafe
 from webui_insights import sweep as sweep_module
 from webui_insights.commands.reconcile import ReconcileResult, reconcile_pass
 from webui_insights.demo_host import TARGET, DemoSession
@@ -75,19 +74,11 @@ def test_a_profile_without_state_db_is_an_error_entry_not_a_crash(webui_dir: Pat
 
 
 def test_the_pass_uses_sqlite_only_inside_fork_safe_sections(
-    webui_dir: Path, hermes_home: Path, monkeypatch: pytest.MonkeyPatch
+    webui_dir: Path, hermes_home: Path, sqlite_sections: list[int]
 ) -> None:
-    entered: list[int] = []
-    real = forksafe.sqlite_section
-
-    def counting() -> Any:
-        entered.append(threading.get_ident())
-        return real()
-
-    monkeypatch.setattr(forksafe, "sqlite_section", counting)
     _chat(webui_dir, 10)
     assert reconcile_pass(Homes(hermes_home), webui_dir / "sessions").repaired == 1
-    assert len(entered) >= 3  # open, the write transaction, close
+    assert len(sqlite_sections) >= 3  # open, the write transaction, close
 
 
 # ----------------------------------------------------------------- the thread

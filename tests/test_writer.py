@@ -837,18 +837,10 @@ def test_notes_on_a_snapshot_are_counted_once(hermes_home: Path, webui_dir: Path
 
 
 def test_the_writer_uses_sqlite_only_inside_fork_safe_sections(
-    hermes_home: Path, writers: Any, monkeypatch: pytest.MonkeyPatch
+    hermes_home: Path, writers: Any, sqlite_sections: list[int]
 ) -> None:
-    entered: list[int] = []
-    real = forksafe.sqlite_section
-
-    def counting() -> Any:
-        entered.append(threading.get_ident())
-        return real()
-
-    monkeypatch.setattr(forksafe, "sqlite_section", counting)
     writer = writers(hermes_home / "state.db")
     writer.submit(snap())
     assert writer.flush(5)
     writer.shutdown(2)
-    assert len(entered) >= 3  # open, the write transaction, close
+    assert len(sqlite_sections) >= 3  # open, the write transaction, close
