@@ -20,7 +20,7 @@ from typing import Any
 
 from .plan import ChatPlan
 from .records import merge, write_records
-from .states import Record
+from .states import OWNED_COLUMNS, Record
 from .titles import candidate
 
 __all__ = ["ApplyResult", "TitleAllocator", "apply_plans", "free_title"]
@@ -33,14 +33,7 @@ _INSERT_COLUMNS = (
     "started_at",
     "ended_at",
     "end_reason",
-    "input_tokens",
-    "output_tokens",
-    "cache_read_tokens",
-    "cache_write_tokens",
-    "reasoning_tokens",
-    "estimated_cost_usd",
-    "api_call_count",
-    "message_count",
+    *OWNED_COLUMNS,
     "tool_call_count",
     "title",
 )
