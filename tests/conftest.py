@@ -118,6 +118,51 @@ def sqlite_sections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return entered
 
 
+# Every lock the save path or the writer can hold: each must be safe across fork() (issue 15).
+INTERNAL_LOCK_NAMES = (
+    "installation",
+    "capture stripe",
+    "capture clock",
+    "writer",
+    "writer wake event",
+    "writer hurry event",
+    "writer stop event",
+    "stats",
+    "log",
+    "switch",
+    "agent usage",
+    "sweep",
+    "sqlite gate",
+)
+
+
+def internal_locks(chat: DemoSession) -> dict[str, Any]:
+    """The installed mirror's locks by name (the capture stripe: the one ``chat`` hashes to)."""
+    from webui_insights import forksafe
+    from webui_insights.hook import capture
+
+    state, order = installer._state, capture._order
+    writer = state.writer
+    assert writer is not None and state.sweep is not None
+    locks = {
+        "installation": state.lock,
+        "capture stripe": order.stripes[hash(chat.session_id) % len(order.stripes)],
+        "capture clock": order.clock,
+        "writer": writer._lock,
+        "writer wake event": writer._wake._cond,  # type: ignore[attr-defined]
+        "writer hurry event": writer._hurry._cond,  # type: ignore[attr-defined]
+        "writer stop event": writer._stop._cond,  # type: ignore[attr-defined]
+        "stats": state.stats._lock,
+        "log": state.log._lock,
+        "switch": state.switch._lock,
+        "agent usage": state.agent._lock,
+        "sweep": state.sweep._lock,
+        "sqlite gate": forksafe._gate.cond,
+    }
+    assert tuple(locks) == INTERNAL_LOCK_NAMES
+    return locks
+
+
 def make_session(webui_dir: Path, **kwargs: Any) -> DemoSession:
     return DemoSession(webui_dir, **kwargs)
 

@@ -16,7 +16,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import in_forked_child, log_lines, make_session, read_row, save_turn, wait_for
+from conftest import (
+    INTERNAL_LOCK_NAMES,
+    in_forked_child,
+    internal_locks,
+    log_lines,
+    make_session,
+    read_row,
+    save_turn,
+    wait_for,
+)
 
 import webui_insights
 from webui_insights import forksafe
@@ -24,7 +33,6 @@ from webui_insights.demo_host import TARGET, DemoSession
 from webui_insights.diagnostics import RateLimitedLog, Stats
 from webui_insights.engine.states import Ledger
 from webui_insights.engine.store import StateStore, create_state_db
-from webui_insights.hook import capture as capture_module
 from webui_insights.hook import installer
 from webui_insights.snapshot import UsageSnapshot
 from webui_insights.writer import THREAD_NAME, Writer, WriterConfig, _Database, combine
@@ -649,45 +657,8 @@ def test_forked_child_mirrors_its_own_sessions_and_the_parent_is_unaffected(
     assert read_row(hermes_home / "state.db", pending_chat.session_id)["input_tokens"] == 22  # type: ignore[index]
 
 
-def _locks(state: Any, chat: DemoSession) -> dict[str, Any]:
-    order = capture_module._order
-    writer = state.writer
-    return {
-        "installation": state.lock,
-        "capture stripe": order.stripes[hash(chat.session_id) % len(order.stripes)],
-        "capture clock": order.clock,
-        "writer": writer._lock,
-        "writer wake event": writer._wake._cond,
-        "writer hurry event": writer._hurry._cond,
-        "writer stop event": writer._stop._cond,
-        "stats": state.stats._lock,
-        "log": state.log._lock,
-        "switch": state.switch._lock,
-        "agent usage": state.agent._lock,
-        "sweep": state.sweep._lock,
-        "sqlite gate": forksafe._gate.cond,
-    }
-
-
-LOCK_NAMES = [
-    "installation",
-    "capture stripe",
-    "capture clock",
-    "writer",
-    "writer wake event",
-    "writer hurry event",
-    "writer stop event",
-    "stats",
-    "log",
-    "switch",
-    "agent usage",
-    "sweep",
-    "sqlite gate",
-]
-
-
 @needs_fork
-@pytest.mark.parametrize("name", LOCK_NAMES)
+@pytest.mark.parametrize("name", INTERNAL_LOCK_NAMES)
 def test_a_fork_while_an_internal_lock_is_held_leaves_the_child_working(
     name: str, hermes_home: Path, webui_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -696,9 +667,8 @@ def test_a_fork_while_an_internal_lock_is_held_leaves_the_child_working(
     monkeypatch.setattr(forksafe, "FORK_WAIT_S", 0.3)
     installer.install(target=TARGET, enabled=None, settings_ttl=0.0, writer_config=WriterConfig(**FAST))
     save_turn(make_session(webui_dir), 1, 1)  # the writer and its thread exist
-    state = installer._state
     chat = make_session(webui_dir)
-    lock = _locks(state, chat)[name]
+    lock = internal_locks(chat)[name]
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:

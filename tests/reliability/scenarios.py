@@ -54,7 +54,7 @@ from unittest import mock
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # tests/: conftest's LockHolder and fork helper
 
-from conftest import LockHolder, in_forked_child  # noqa: E402
+from conftest import INTERNAL_LOCK_NAMES, LockHolder, in_forked_child, internal_locks  # noqa: E402
 
 from webui_insights import forksafe  # noqa: E402
 from webui_insights import sweep as sweep_module  # noqa: E402
@@ -62,7 +62,6 @@ from webui_insights.commands.reconcile import reconcile_pass  # noqa: E402
 from webui_insights.demo_host import TARGET, DemoSession  # noqa: E402
 from webui_insights.engine.hermes import forget_hermes_state, hermes_state  # noqa: E402
 from webui_insights.engine.store import create_state_db  # noqa: E402
-from webui_insights.hook import capture as capture_module  # noqa: E402
 from webui_insights.hook import installer  # noqa: E402
 from webui_insights.writer import WriterConfig  # noqa: E402
 
@@ -612,27 +611,6 @@ def killed_then_swept() -> Outcome:
         return _finish("process killed (SIGKILL) with pending work, then the sweep", lb, lb.lost())
 
 
-def _locks(chat: DemoSession) -> dict[str, Any]:
-    state, order = installer._state, capture_module._order
-    writer = state.writer
-    assert writer is not None and state.sweep is not None
-    return {
-        "installation": state.lock,
-        "capture stripe": order.stripes[hash(chat.session_id) % len(order.stripes)],
-        "capture clock": order.clock,
-        "writer": writer._lock,
-        "writer wake event": writer._wake._cond,  # type: ignore[attr-defined]
-        "writer hurry event": writer._hurry._cond,  # type: ignore[attr-defined]
-        "writer stop event": writer._stop._cond,  # type: ignore[attr-defined]
-        "stats": state.stats._lock,
-        "log": state.log._lock,
-        "switch": state.switch._lock,
-        "agent usage": state.agent._lock,
-        "sweep": state.sweep._lock,
-        "sqlite gate": forksafe._gate.cond,
-    }
-
-
 def fork_while_each_lock_is_held() -> Outcome:
     """A pre-fork server forks while another thread holds one of our locks; the child's save must return
     within 1 s and be mirrored, for every lock; the parent goes on working."""
@@ -642,10 +620,9 @@ def fork_while_each_lock_is_held() -> Outcome:
         lb.new_chats(1)
         lb.turn()
         installer.flush(5)
-        names = list(_locks(lb.chats[0]))
-        for name in names:
+        for name in INTERNAL_LOCK_NAMES:
             chat = DemoSession(lb.webui)
-            lock = _locks(chat)[name]
+            lock = internal_locks(chat)[name]
             held, release = threading.Event(), threading.Event()
 
             def hold(lock: Any = lock, held: threading.Event = held, release: threading.Event = release) -> None:
@@ -683,7 +660,7 @@ def fork_while_each_lock_is_held() -> Outcome:
             lb.chats.append(chat)
         lb.turn()  # the parent is unaffected
         lost = sum(1 for c in lb.chats if not row_matches(lb.db, c)) if installer.flush(10) else len(lb.chats)
-        lb.notes.insert(0, f"{len(names)} locks: {', '.join(names)}")
+        lb.notes.insert(0, f"{len(INTERNAL_LOCK_NAMES)} locks: {', '.join(INTERNAL_LOCK_NAMES)}")
         return _finish("fork while each internal lock is held (child saves, parent goes on)", lb, lost)
 
 
