@@ -60,7 +60,12 @@ __all__ = [
 MAX_FILE_BYTES = 32 * 1024 * 1024
 # Files per piece of work: a reader process parses one piece at a time, and
 # a caller's ``on_part`` gets the chats of one piece while the next are read.
-PART_FILES = 500
+# The first piece is small and each next one twice as large, up to
+# ``PART_FILES``: the caller (a backfill's writer) starts after a few
+# milliseconds instead of waiting for a whole piece, and the readers stay
+# ahead of it from then on.
+FIRST_PART_FILES = 100
+PART_FILES = 1000
 # Below this many files, starting reader processes costs more than it saves.
 _PARALLEL_FROM = 2000
 _LENGTH = struct.Struct("<Q")
@@ -474,7 +479,7 @@ def _read_parts(
     work. On any way out, readers still running are killed and every one
     is reaped.
     """
-    chunks = [paths[i : i + chunk] for i in range(0, len(paths), chunk)]
+    chunks = _pieces(paths, chunk)
     workers = min(workers, len(chunks))
     if workers < 1 or len(paths) < _PARALLEL_FROM or not hasattr(os, "fork"):
         for part in chunks:
@@ -504,6 +509,17 @@ def _read_parts(
             yield _receive(readers[index % workers][1]) if readers else _read_chunk(chunks[index], keep_messages)
     finally:
         _stop_readers(readers)
+
+
+def _pieces(paths: list[str], largest: int) -> list[list[str]]:
+    """``paths`` in pieces of ``FIRST_PART_FILES``, then twice as many each time, up to ``largest``."""
+    pieces: list[list[str]] = []
+    start, size = 0, max(1, min(FIRST_PART_FILES, largest))
+    while start < len(paths):
+        pieces.append(paths[start : start + size])
+        start += size
+        size = min(size * 2, largest)
+    return pieces
 
 
 def _stop_readers(readers: list[tuple[int, int]]) -> None:

@@ -67,8 +67,9 @@ class TitleAllocator:
     run at the batch's end), so they are ``claimed`` here; the highest
     collision number handed out per base title is remembered, so many chats
     sharing a title cost one range query, not a scan per chat. The names
-    most batches need (each base title and its first collision name) are
-    looked up with one query for the whole batch.
+    most batches need are looked up for the whole batch at once: each base
+    title, then the first collision name of those another chat needs too
+    (held already, or wanted twice in the batch).
     """
 
     def __init__(self, conn: sqlite3.Connection, max_length: int) -> None:
@@ -80,7 +81,15 @@ class TitleAllocator:
         self.highest: dict[str, int] = {}
 
     def prefetch(self, bases: Sequence[str]) -> None:
-        names = list(dict.fromkeys(n for base in bases for n in (base, candidate(base, 1, self.max_length))))
+        seen: set[str] = set()
+        twice: set[str] = set()
+        for base in bases:
+            (twice if base in seen else seen).add(base)
+        self._look_up(list(seen))
+        holders = self.holders
+        self._look_up([candidate(base, 1, self.max_length) for base in seen if base in twice or base in holders])
+
+    def _look_up(self, names: Sequence[str]) -> None:
         for start in range(0, len(names), _IN_CHUNK):
             chunk = names[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))

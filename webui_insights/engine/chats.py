@@ -44,18 +44,19 @@ def desired_from(snapshot: UsageSnapshot, *, now: float, transcripts: bool = Fal
         updated_at = 0.0
         notes = (*notes, "version_future")
     messages = snapshot.messages
-    visible: Sequence[Any] = ()
+    tool_calls = snapshot.tool_call_count
+    transcript = None
     if messages is not None:
         # The host may have appended since the save: only what was counted then.
         visible = list(messages[: snapshot.message_count])
-    tool_calls = snapshot.tool_call_count
-    if tool_calls is None and messages is not None:
-        tool_calls = count_tool_calls(visible)
-    transcript = tuple(visible) if transcripts and messages is not None else None
+        if tool_calls is None:
+            tool_calls = count_tool_calls(visible)
+        if transcripts:
+            transcript = tuple(visible)
     # Positional, in Desired's field order: backfill builds tens of thousands a second.
     desired = Desired.of(
         snapshot.session_id,
-        Version(updated_at, snapshot.observed),
+        tuple.__new__(Version, (updated_at, snapshot.observed)),  # Version(...) without its Python-level __new__
         snapshot.model,
         snapshot.billing_provider,
         snapshot.title,

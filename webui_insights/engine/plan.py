@@ -115,7 +115,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     ledger = rec.ledger.plus(desired.ledger)
     plan = ChatPlan(desired.session_id, "unchanged", rec.owner, desired=desired, row=row)
     record_changes: dict[str, Any] = {}
-    if ledger != rec.ledger:
+    if ledger is not rec.ledger and ledger != rec.ledger:  # ``plus`` returns the same ledger for no increments
         record_changes["ledger"] = ledger
 
     same = same_state(rec.digest, desired)
@@ -277,10 +277,14 @@ def _mirror_columns(
         columns["model"] = desired.model
     if desired.billing_provider is not None:
         columns["billing_provider"] = desired.billing_provider
-    started = _clamp_time(desired.created_at, context, notes, "created_at", row.started_at if row else None)
+    started = desired.created_at
+    if started is not None and started > context.now:  # (the check first: most chats are in the past)
+        started = _clamp_time(started, context, notes, "created_at", row.started_at if row else None)
     if started is not None:
         columns["started_at"] = started
-    ended = _clamp_time(desired.last_active_at, context, notes, "last_active_at", row.ended_at if row else None)
+    ended = desired.last_active_at
+    if ended is not None and ended > context.now:
+        ended = _clamp_time(ended, context, notes, "last_active_at", row.ended_at if row else None)
     if ended is not None and (row is None or row.end_reason in (None, END_REASON)):
         columns["ended_at"] = max(ended, started) if started is not None else ended
         columns["end_reason"] = END_REASON

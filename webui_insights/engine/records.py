@@ -172,26 +172,16 @@ def merge(record: Record | None, changes: dict[str, Any]) -> Record:
 
 def write_records(conn: sqlite3.Connection, records: Iterable[tuple[str, Record]], now: float) -> None:
     """Store whole records (inside the caller's write transaction)."""
-    rows = []
-    for session_id, r in records:
-        version = r.version
-        rows.append(
-            (
-                session_id,
-                r.owner,
-                version.updated_at if version else None,
-                version.observed if version else None,
-                r.digest,
-                r.written,
-                r.message_count,
-                r.title_base,
-                r.title_written,
-                r.transcript_count,
-                r.transcript_chain,
-                *r.ledger,
-                r.deleted_at,
-                now,
-            )
-        )
+    rows = [_values(session_id, record, now) for session_id, record in records]
     if rows:
         conn.executemany(_UPSERT, rows)
+
+
+_NO_VERSION = (None, None)
+
+
+def _values(session_id: str, r: Record, now: float) -> tuple[Any, ...]:
+    """The table's row for a record, in ``_UPSERT``'s order (by position: one per chat written)."""
+    version = r[1]
+    # owner, version (2 columns), digest … transcript_chain, the ledger (7 columns), deleted_at, changed_at
+    return (session_id, r[0], *(version if version is not None else _NO_VERSION), *r[2:9], *r[9], r[10], now)
