@@ -112,7 +112,7 @@ def backfill(
             restore_deleted=restore_deleted,
             open_store=open_store,
             chunk=chunk,
-            keep_plan=lambda plan: plan.outcome == "deleted",
+            keep_outcomes=frozenset({"deleted"}),
         )
     )
     try:

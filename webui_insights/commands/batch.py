@@ -137,18 +137,23 @@ def group_by_state_db(
     groups: dict[Path, list[UsageSnapshot]] = defaultdict(list)
     names: dict[Path, list[str]] = defaultdict(list)
     refused: list[tuple[str, str]] = []
-    paths: dict[str | None, Path | str] = {}  # a profile's state.db, or why it has none
+    # Per profile: its state.db's group, or why it has none (resolved once per profile).
+    targets: dict[str | None, list[UsageSnapshot] | str] = {}
     for snapshot in snapshots:
         profile = snapshot.profile
-        if profile not in paths:
-            paths[profile] = state_db_of(homes, profile)
-            if isinstance(paths[profile], Path):
-                names[paths[profile]].append(profile or DEFAULT_PROFILE)  # type: ignore[index]
-        path = paths[profile]
-        if isinstance(path, str):
-            refused.append((snapshot.session_id, path))
-            continue
-        groups[path].append(snapshot)
+        target = targets.get(profile)
+        if target is None:
+            path = state_db_of(homes, profile)
+            if isinstance(path, Path):
+                names[path].append(profile or DEFAULT_PROFILE)
+                target = groups[path]
+            else:
+                target = path
+            targets[profile] = target
+        if type(target) is str:
+            refused.append((snapshot.session_id, target))
+        else:
+            target.append(snapshot)  # type: ignore[union-attr]
     return dict(groups), dict(names), refused
 
 
@@ -165,7 +170,8 @@ def _desired(snapshots: Sequence[UsageSnapshot], transcripts: bool, notes: Count
     chats = []
     for snapshot in snapshots:
         chat, found = desired_from(snapshot, now=now, transcripts=transcripts)
-        notes.update(found)
+        if found:  # (Counter.update is Python code: not called for the usual nothing)
+            notes.update(found)
         chats.append(chat)
     return chats
 
@@ -275,7 +281,7 @@ class BatchWriter:
         open_store: Callable[[Path], StateStore] = StateStore,
         progress: Progress | None = None,
         chunk: int = CHUNK,
-        keep_plan: Callable[[ChatPlan], bool] | None = None,
+        keep_outcomes: frozenset[str] = frozenset(),
         between_chunks: Callable[[], bool] | None = None,
         stats: Stats | None = None,
     ) -> None:
@@ -285,7 +291,7 @@ class BatchWriter:
         self.open_store = open_store
         self.progress = progress
         self.chunk = chunk
-        self.keep_plan = keep_plan
+        self.keep_outcomes = keep_outcomes
         self.between_chunks = between_chunks
         self.databases: dict[Path, DatabaseOutcome] = {}
         self.refused: list[tuple[str, str]] = []
@@ -358,7 +364,7 @@ class BatchWriter:
                 blocked += 1  # counted as not_done by close()
             else:
                 outcome.outcomes[plan.outcome] += 1
-                if self.keep_plan is not None and self.keep_plan(plan):
+                if plan.outcome in self.keep_outcomes:
                     outcome.plans.append(plan)
         if blocked:
             self._blocked[path] += blocked
@@ -377,7 +383,7 @@ class BatchWriter:
                     store,
                     _desired(part, self.transcripts, outcome.notes),
                     budget_s=TRANSCRIPT_BUDGET_S if self.transcripts else BUDGET_S,
-                    keep_plans=self.keep_plan is not None,
+                    keep_plans=self.keep_outcomes,
                     write_transcript=self._transcripts,
                     report=report,
                     restore_deleted=self.restore_deleted,
@@ -388,7 +394,7 @@ class BatchWriter:
                 return True  # the other state.dbs go on
             finally:
                 outcome.write_s += time.perf_counter() - started
-                _add(outcome, report, self.keep_plan)
+                _add(outcome, report)
                 if self.progress is not None:
                     self.progress(len(report.committed))
                 _raise_held()  # everything committed is counted: a held Ctrl-C may stop us now
@@ -430,11 +436,10 @@ def write(
     return results
 
 
-def _add(outcome: DatabaseOutcome, report: SyncReport, keep_plan: Callable[[ChatPlan], bool] | None) -> None:
+def _add(outcome: DatabaseOutcome, report: SyncReport) -> None:
     outcome.outcomes.update(report.outcomes)
     outcome.notes.update(report.notes)
-    if keep_plan is not None:
-        outcome.plans.extend(plan for plan in report.plans if keep_plan(plan))
+    outcome.plans.extend(report.plans)  # only those of ``keep_outcomes`` were kept
     outcome.rows_written += report.rows_written
     outcome.transactions += report.transactions
     outcome.max_lock_hold_s = max(outcome.max_lock_hold_s, report.max_lock_hold_s)

@@ -32,7 +32,7 @@ from typing import Any
 
 from .states import Ledger, Record, Version
 
-__all__ = ["TABLE", "LEGACY_TABLE", "ensure_table", "read_records", "write_records", "merge"]
+__all__ = ["TABLE", "LEGACY_TABLE", "ensure_table", "record_tables", "read_records", "write_records", "merge"]
 
 TABLE = "webui_insights_chats"
 LEGACY_TABLE = "webui_insights_sync"
@@ -70,18 +70,19 @@ _UPSERT = (
 _IN_CHUNK = 500  # well under SQLite's bound-parameter limit
 
 
-def _tables(conn: sqlite3.Connection) -> set[str]:
-    return {
+def record_tables(conn: sqlite3.Connection) -> frozenset[str]:
+    """Which of ``TABLE`` and ``LEGACY_TABLE`` the database has."""
+    return frozenset(
         name
         for (name,) in conn.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table' AND name IN (?, ?)", (TABLE, LEGACY_TABLE)
         )
-    }
+    )
 
 
-def ensure_table(conn: sqlite3.Connection) -> None:
-    """Create the table (inside the caller's write transaction) and fold in the legacy one."""
-    present = _tables(conn)
+def ensure_table(conn: sqlite3.Connection) -> frozenset[str]:
+    """Create the table (inside the caller's write transaction) and fold in the legacy one; the tables now there."""
+    present = record_tables(conn)
     if TABLE not in present:
         conn.execute(_CREATE)
     if LEGACY_TABLE in present:
@@ -91,6 +92,7 @@ def ensure_table(conn: sqlite3.Connection) -> None:
             f"COALESCE(transcript_count, 0), transcript_hash, updated_at FROM {LEGACY_TABLE}"
         )
         conn.execute(f"DROP TABLE {LEGACY_TABLE}")
+    return frozenset({TABLE})
 
 
 def _from_row(values: Sequence[Any]) -> Record:
@@ -132,10 +134,16 @@ def _from_row(values: Sequence[Any]) -> Record:
     )
 
 
-def read_records(conn: sqlite3.Connection, session_ids: Iterable[str]) -> dict[str, Record]:
-    """The records of ``session_ids`` that exist (works on a read-only connection)."""
+def read_records(
+    conn: sqlite3.Connection, session_ids: Iterable[str], tables: frozenset[str] | None = None
+) -> dict[str, Record]:
+    """The records of ``session_ids`` that exist (works on a read-only connection).
+
+    ``tables``: ``record_tables(conn)`` when the caller knows it already (a
+    query fewer for each of a transaction's chunks).
+    """
     ids = list(session_ids)
-    present = _tables(conn)
+    present = record_tables(conn) if tables is None else tables
     found: dict[str, Record] = {}
     if TABLE in present:
         for start in range(0, len(ids), _IN_CHUNK):

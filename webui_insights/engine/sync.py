@@ -20,12 +20,12 @@ from dataclasses import dataclass, field
 from .apply import ApplyResult, apply_plans
 from .hermes import Capabilities
 from .plan import ChatPlan, Context, plan_chat
-from .records import ensure_table, read_records
+from .records import ensure_table, read_records, record_tables
 from .rows import messages_have_active, read_rows
 from .states import Desired, Record
 from .store import StateStore
 
-__all__ = ["SyncReport", "sync", "check", "context_for"]
+__all__ = ["KeepPlans", "SyncReport", "sync", "check", "context_for"]
 
 # Chats planned and applied between two looks at the transaction's time budget.
 CHUNK = 100
@@ -35,6 +35,8 @@ CHUNK = 100
 TRANSCRIPT_CHUNK = 10
 
 TranscriptWriter = Callable[..., bool]
+# Which plans a report keeps: all (True), none (False), or those with one of these outcomes.
+KeepPlans = bool | frozenset[str]
 
 
 @dataclass(slots=True)
@@ -56,14 +58,16 @@ class SyncReport:
     def chats(self) -> int:
         return sum(self.outcomes.values())
 
-    def add(self, plans: Sequence[ChatPlan], applied: ApplyResult | None, keep: bool) -> None:
+    def add(self, plans: Sequence[ChatPlan], applied: ApplyResult | None, keep: KeepPlans) -> None:
         outcomes = self.outcomes
         for plan in plans:
             outcomes[plan.outcome] += 1
             if plan.notes:
                 self.notes.update(plan.notes)
-        if keep:
+        if keep is True:
             self.plans.extend(plans)
+        elif keep:
+            self.plans.extend([plan for plan in plans if plan.outcome in keep])
         if applied is not None:
             self.rows_written += applied.rows_written
             self.titles_written += applied.titles_written
@@ -90,11 +94,11 @@ def _newest_per_chat(chats: Sequence[Desired]) -> list[Desired]:
 
 
 def _plan_chunk(
-    conn: sqlite3.Connection, chunk: Sequence[Desired], context: Context, active: bool
+    conn: sqlite3.Connection, chunk: Sequence[Desired], context: Context, active: bool, tables: frozenset[str]
 ) -> tuple[list[ChatPlan], dict[str, Record]]:
     ids = [chat.session_id for chat in chunk]
     rows = read_rows(conn, ids, active=active)
-    records = read_records(conn, ids)
+    records = read_records(conn, ids, tables)
     plans = [plan_chat(chat, rows.get(chat.session_id), records.get(chat.session_id), context) for chat in chunk]
     return plans, records
 
@@ -104,7 +108,7 @@ def sync(
     chats: Sequence[Desired],
     *,
     budget_s: float = 0.025,
-    keep_plans: bool = False,
+    keep_plans: KeepPlans = False,
     write_transcript: TranscriptWriter | None = None,
     now: float | None = None,
     report: SyncReport | None = None,
@@ -112,9 +116,10 @@ def sync(
 ) -> SyncReport:
     """Plan and apply ``chats`` in transactions of about ``budget_s`` each.
 
-    Raises what SessionDB raises; the transactions before the failing one
-    stay committed, and a ``report`` passed in says which
-    (``report.committed``): the caller retries only the rest.
+    ``keep_plans``: which plans the report keeps (``KeepPlans``). Raises
+    what SessionDB raises; the transactions before the failing one stay
+    committed, and a ``report`` passed in says which (``report.committed``):
+    the caller retries only the rest.
     """
     report = report if report is not None else SyncReport()
     remaining = _newest_per_chat(chats)
@@ -175,7 +180,7 @@ class _Transaction:
         started = time.perf_counter()
         deadline = started + self.budget_s
         self.done, self.plans, self.applied = 0, [], ApplyResult()
-        ensure_table(conn)
+        tables = ensure_table(conn)
         store = self.store
         active = store.messages_have_active(conn)
         chats = self.chats
@@ -183,7 +188,7 @@ class _Transaction:
             chunk = chats[self.done : self.done + CHUNK]
             if self.write_transcript is not None and any(chat.transcript is not None for chat in chunk):
                 chunk = chunk[:TRANSCRIPT_CHUNK]
-            plans, records = _plan_chunk(conn, chunk, self.context, active)
+            plans, records = _plan_chunk(conn, chunk, self.context, active, tables)
             applied = apply_plans(
                 conn,
                 [p for p in plans if p.writes_row or p.record or _has_transcript(p)],
@@ -220,9 +225,10 @@ def check(
     """The plans ``sync`` would make, on a read-only connection (``verify``, dry runs)."""
     context = context_for(capabilities, now, restore_deleted=restore_deleted)
     active = messages_have_active(conn)
+    tables = record_tables(conn)
     plans: list[ChatPlan] = []
     unique = _newest_per_chat(chats)
     for start in range(0, len(unique), CHUNK):
-        chunk_plans, _ = _plan_chunk(conn, unique[start : start + CHUNK], context, active)
+        chunk_plans, _ = _plan_chunk(conn, unique[start : start + CHUNK], context, active, tables)
         plans.extend(chunk_plans)
     return plans
