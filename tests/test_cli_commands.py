@@ -238,6 +238,64 @@ def test_reading_and_writing_overlap_with_reader_processes(
     assert _rows(hermes_home / "state.db") == rows
 
 
+def test_a_backfill_names_the_chats_deleted_in_hermes_and_keeps_no_other_plan(
+    webui_dir: Path, hermes_home: Path
+) -> None:
+    chats = [_chat(webui_dir, title=f"Chat {n}") for n in range(3)]
+    _backfill(hermes_home)
+    tamper(hermes_home / "state.db", "DELETE FROM sessions WHERE id = ?", chats[1].session_id)
+    report = _backfill(hermes_home)
+    assert report.deleted_in_hermes == [chats[1].session_id]
+    assert [len(d.plans) for d in report.databases] == [1]  # not a plan per chat held for the whole run
+    assert (report.outcomes["unchanged"], report.written) == (2, 0)
+    remembered = _deletion_record(hermes_home / "state.db", chats[1].session_id)
+    assert remembered[0] is not None  # when the deletion was first seen
+    assert _backfill(hermes_home).deleted_in_hermes == [chats[1].session_id]
+    assert _deletion_record(hermes_home / "state.db", chats[1].session_id) == remembered  # not written again
+
+
+def _deletion_record(db: Path, session_id: str) -> tuple[Any, Any]:
+    conn = open_read_only(db)
+    try:
+        found = conn.execute(
+            "SELECT deleted_at, changed_at FROM webui_insights_chats WHERE session_id = ?", (session_id,)
+        ).fetchone()
+    finally:
+        conn.close()
+    return tuple(found)
+
+
+def test_the_writer_is_ready_before_the_first_part_arrives(
+    tmp_path: Path, hermes_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hermes-agent is imported while the readers parse the first part, not after it arrived."""
+    from webui_insights.engine import hermes
+    from webui_insights.engine.store import StateStore
+
+    monkeypatch.setattr(sources, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(sources, "PART_FILES", 5)
+    sessions = hermes_home / "webui" / "sessions"
+    sessions.mkdir(parents=True)
+    for n in range(12):
+        write_chat(sessions, f"{n + 1:012x}", title=f"Chat {n}")
+    imported_when_opened: list[bool] = []
+
+    def open_store(path: Path) -> StateStore:
+        imported_when_opened.append(hermes._module_cache.get("hermes_state") is not None)
+        return StateStore(path)
+
+    hermes.forget_hermes_state()
+    report = backfill(SessionFiles(sessions, workers=2), Homes(hermes_home), open_store=open_store)
+    assert report.written == 12 and imported_when_opened == [True]
+
+
+def test_getting_ready_without_hermes_agent_is_left_to_opening(hermes_home: Path, mocker: Any) -> None:
+    from webui_insights.engine.hermes import HermesStateUnavailable
+
+    mocker.patch.object(batch, "hermes_state", side_effect=HermesStateUnavailable("not installed"))
+    batch.BatchWriter(Homes(hermes_home)).get_ready()  # no exception: opening a state.db says it
+
+
 def _rows(db: Path) -> list[tuple[Any, ...]]:
     conn = sqlite3.connect(db)
     try:
@@ -281,7 +339,7 @@ def test_an_interrupted_report_still_adds_up(messy: MessyHome, mocker: Any) -> N
 
     def add_then_stop(self: batch.BatchWriter, chats: Any) -> bool:
         calls["n"] += 1
-        if calls["n"] == 3:
+        if calls["n"] == 2:  # the second part: the first is written
             raise KeyboardInterrupt
         return real_add(self, chats)
 

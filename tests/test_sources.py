@@ -308,6 +308,31 @@ def test_each_part_reaches_the_caller_in_order_after_the_listing(tmp_path: Path,
     assert seen == [(12, 0, []), (12, 5, ids[:5]), (12, 10, ids[5:10]), (12, 12, ids[10:])]
 
 
+def test_parts_start_small_and_double_up_to_the_largest(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(sources, "FIRST_PART_FILES", 10)
+    paths = [f"{n:012x}.json" for n in range(1000)]
+    pieces = sources._pieces(paths, 100)
+    assert [len(piece) for piece in pieces] == [10, 20, 40, 80] + [100] * 8 + [50]
+    assert [path for piece in pieces for path in piece] == paths
+    assert [len(piece) for piece in sources._pieces(paths[:7], 5)] == [5, 2]  # a first part larger than the largest
+
+
+def test_the_listing_reaches_the_caller_once_the_readers_are_at_work(
+    tmp_path: Path, forked_readers: None, slow_readers: None
+) -> None:
+    """The caller gets ready (a backfill imports hermes-agent) while the first part is parsed, not before."""
+    _many(tmp_path / "sessions", 12)
+    readers_at_listing: list[int] = []
+
+    def on_part(scan: Scan, chats: list[Any]) -> None:
+        if not chats and not readers_at_listing:
+            readers_at_listing.append(len(child_pids(os.getpid())))
+
+    scan_sessions(tmp_path / "sessions", workers=2, on_part=on_part)
+    assert readers_at_listing == [2]
+    assert child_pids(os.getpid()) == []
+
+
 def test_readers_ignore_ctrl_c_and_the_caller_stopping_early_leaves_none_behind(
     tmp_path: Path, forked_readers: None, slow_readers: None
 ) -> None:

@@ -35,7 +35,7 @@ from collections.abc import Callable, Generator, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from .engine.chats import count_tool_calls
 from .settings import webui_sessions_dir
@@ -326,9 +326,11 @@ def scan_sessions(
     ``workers`` ≥ 1 parses in that many forked processes (JSON decoding is
     most of a backfill's reading) — only for a process of its own, such as
     the CLI: never inside a host that runs threads. ``on_part(scan, chats)``
-    is called once the folder is listed (no chats yet; ``scan.files`` is
-    known), then with the chats of each part as soon as it is read, while
-    the readers go on with the next parts (a backfill writes meanwhile).
+    is called once the folder is listed and the readers are started (no
+    chats yet; ``scan.files`` is known: the caller may get ready while the
+    first part is parsed), then with the chats of each part as soon as it
+    is read, while the readers go on with the next parts (a backfill writes
+    meanwhile).
 
     Raises SessionsFolderMissing / SessionsFolderError for the folder
     itself. Any exception out of here — KeyboardInterrupt, or one raised by
@@ -341,11 +343,12 @@ def scan_sessions(
     result.done = len(refused)
     result.bad.extend((b.name, b.kind, b.reason) for b in refused)
     wanted_profile = None if profile in (None, "default") else profile
-    if on_part is not None:
-        on_part(result, [])  # listed: the caller knows how many files there are
     parts = _read_parts(paths, keep_messages, workers, PART_FILES)
     try:
-        for items in parts:
+        next(parts)  # the readers start on the first parts
+        if on_part is not None:
+            on_part(result, [])  # listed: the caller knows how many files there are
+        for items in cast(Iterator[list[UsageSnapshot | BadSessionFile]], parts):
             kept: list[UsageSnapshot] = []
             for item in items:
                 if isinstance(item, BadSessionFile):
@@ -471,8 +474,10 @@ def _read_exactly(fd: int, size: int) -> bytes:
 
 def _read_parts(
     paths: list[str], keep_messages: bool, workers: int, chunk: int
-) -> Generator[list[UsageSnapshot | BadSessionFile], None, None]:
-    """Each chunk's results, in order; with ``workers``, parsed in that many forked reader processes.
+) -> Generator[list[UsageSnapshot | BadSessionFile] | None, None, None]:
+    """None once the readers are started, then each chunk's results, in order.
+
+    With ``workers``, the chunks are parsed in that many forked reader processes.
 
     Reader k parses chunks k, k + workers, ... and writes each result into
     its own pipe, so the parent's read order is the chunks' order and a
@@ -484,6 +489,7 @@ def _read_parts(
     chunks = _pieces(paths, chunk)
     workers = min(workers, len(chunks))
     if workers < 1 or len(paths) < _PARALLEL_FROM or not hasattr(os, "fork"):
+        yield None
         for part in chunks:
             yield _read_chunk(part, keep_messages)
         return
@@ -507,6 +513,7 @@ def _read_parts(
                     _reader(write_end, chunks[k::workers], keep_messages)
                 os.close(write_end)
                 readers.append((pid, read_end))
+        yield None
         for index in range(len(chunks)):
             yield _receive(readers[index % workers][1]) if readers else _read_chunk(chunks[index], keep_messages)
     finally:

@@ -99,7 +99,10 @@ def backfill(
         nonlocal scan
         scan = so_far
         if writer is not None:
-            writer.add(chats)
+            if chats:
+                writer.add(chats)
+            else:  # listed (the readers parse the first part meanwhile), or a part of blank chats
+                writer.get_ready()
         if progress is not None:
             progress(so_far.done, so_far.files)
 

@@ -25,7 +25,7 @@ from typing import Any, cast
 
 from ..diagnostics import Stats
 from ..engine.chats import desired_from
-from ..engine.hermes import Capabilities, HermesStateUnavailable
+from ..engine.hermes import Capabilities, HermesStateUnavailable, hermes_state
 from ..engine.plan import ChatPlan, Drift
 from ..engine.rows import messages_have_active
 from ..engine.states import Desired
@@ -300,6 +300,18 @@ class BatchWriter:
         self._write_errors: dict[Path, str] = {}
         self._blocked: Counter[Path] = Counter()
         self._transcripts = TranscriptWriter(stats) if transcripts else None
+
+    def get_ready(self) -> None:
+        """Import hermes-agent's state module now, not when the first state.db is opened.
+
+        A backfill calls this once the folder is listed: importing takes
+        about as long as its readers take to parse the first part, which it
+        would otherwise wait for first. Nothing is opened.
+        """
+        try:
+            hermes_state()
+        except HermesStateUnavailable:
+            pass  # said where a state.db is opened
 
     def add(self, snapshots: Sequence[UsageSnapshot]) -> bool:
         """Write these chats; False once ``between_chunks`` said stop (later calls do nothing)."""
