@@ -16,6 +16,7 @@ import sqlite3
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 from typing import Any
 
 from .plan import ChatPlan
@@ -37,6 +38,8 @@ _INSERT_COLUMNS = (
     "tool_call_count",
     "title",
 )
+# A new row's values in the insert's order (``plan._new_row`` holds every column).
+_insert_values = itemgetter(*_INSERT_COLUMNS)
 _INSERT_SQL = (
     f"INSERT INTO sessions ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) "
     "ON CONFLICT(id) DO NOTHING"
@@ -174,7 +177,7 @@ def apply_plans(
         title = _resolve_title(plan, titles, result, changes)
         if plan.insert is not None:
             plan.insert["title"] = title
-            inserts.append(tuple(map(plan.insert.get, _INSERT_COLUMNS)))
+            inserts.append(_insert_values(plan.insert))
             result.rows_written += 1
         elif plan.update or title is not None:
             columns = dict(plan.update)

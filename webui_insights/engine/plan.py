@@ -313,7 +313,17 @@ def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, no
     return columns
 
 
-_NEW_ROW = {**{column: 0 for column in OWNED_COLUMNS}, "tool_call_count": 0, "estimated_cost_usd": None}
+# Every column a new row is inserted with (apply takes them by name, all present), before the chat's own values.
+_NEW_ROW = {
+    **{column: 0 for column in OWNED_COLUMNS},
+    "tool_call_count": 0,
+    "estimated_cost_usd": None,
+    "model": None,
+    "billing_provider": None,
+    "ended_at": None,
+    "end_reason": None,
+    "title": None,
+}
 
 
 def _new_row(desired: Desired, columns: dict[str, Any], context: Context) -> dict[str, Any]:

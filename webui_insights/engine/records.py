@@ -67,6 +67,12 @@ _UPSERT = (
     f"INSERT OR REPLACE INTO {TABLE} ({_COLUMNS}, changed_at) VALUES "
     "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+# The same for a record whose transcript, ledger and deletion are the
+# columns' defaults (0 / NULL): the row is the same, with half the values.
+_UPSERT_PLAIN = (
+    f"INSERT OR REPLACE INTO {TABLE} (session_id, owner, version_updated, version_observed, digest, written, "
+    "message_count, title_base, title_written, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _IN_CHUNK = 500  # well under SQLite's bound-parameter limit
 
 
@@ -179,17 +185,29 @@ def merge(record: Record | None, changes: dict[str, Any]) -> Record:
 
 
 def write_records(conn: sqlite3.Connection, records: Iterable[tuple[str, Record]], now: float) -> None:
-    """Store whole records (inside the caller's write transaction)."""
-    rows = [_values(session_id, record, now) for session_id, record in records]
-    if rows:
-        conn.executemany(_UPSERT, rows)
+    """Store whole records (inside the caller's write transaction).
+
+    Most records (every chat of a first backfill) have no transcript,
+    ledger or deletion yet: those are written without the columns that
+    keep their defaults, which binds half the values (a backfill writes
+    tens of thousands a second).
+    """
+    plain: list[tuple[Any, ...]] = []
+    full: list[tuple[Any, ...]] = []
+    for session_id, r in records:
+        version = r[1]
+        # owner, version (2 columns), digest, written, message_count, title_base, title_written
+        head = (session_id, r[0], *(version if version is not None else _NO_VERSION), *r[2:7])
+        if r[7:] == _DEFAULT_TAIL:
+            plain.append((*head, now))
+        else:  # transcript_count, transcript_chain, the ledger (7 columns), deleted_at
+            full.append((*head, r[7], r[8], *r[9], r[10], now))
+    if plain:
+        conn.executemany(_UPSERT_PLAIN, plain)
+    if full:
+        conn.executemany(_UPSERT, full)
 
 
 _NO_VERSION = (None, None)
-
-
-def _values(session_id: str, r: Record, now: float) -> tuple[Any, ...]:
-    """The table's row for a record, in ``_UPSERT``'s order (by position: one per chat written)."""
-    version = r[1]
-    # owner, version (2 columns), digest … transcript_chain, the ledger (7 columns), deleted_at, changed_at
-    return (session_id, r[0], *(version if version is not None else _NO_VERSION), *r[2:9], *r[9], r[10], now)
+# transcript_count, transcript_chain, ledger, deleted_at as the table's defaults have them
+_DEFAULT_TAIL = Record()[7:]
