@@ -38,7 +38,7 @@ _INSERT_COLUMNS = (
     "tool_call_count",
     "title",
 )
-# A new row's values in the insert's order (``plan._new_row`` holds every column).
+# A new row's values in the insert's order (``plan._new_row`` holds every column, the title is added here).
 _insert_values = itemgetter(*_INSERT_COLUMNS)
 _INSERT_SQL = (
     f"INSERT INTO sessions ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) "

@@ -313,7 +313,7 @@ def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, no
     return columns
 
 
-# Every column a new row is inserted with (apply takes them by name, all present), before the chat's own values.
+# Every column a new row is inserted with but its title (apply adds the name it gives), before the chat's own values.
 _NEW_ROW = {
     **{column: 0 for column in OWNED_COLUMNS},
     "tool_call_count": 0,
@@ -322,7 +322,6 @@ _NEW_ROW = {
     "billing_provider": None,
     "ended_at": None,
     "end_reason": None,
-    "title": None,
 }
 
 
