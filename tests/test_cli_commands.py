@@ -217,16 +217,22 @@ def test_backfill_since_takes_only_newer_chats(webui_dir: Path, hermes_home: Pat
     assert read_row(hermes_home / "state.db", old.session_id) is None
 
 
+def _read_in_parts(monkeypatch: pytest.MonkeyPatch, hermes_home: Path, chats: int, part_files: int) -> Path:
+    """A sessions folder of ``chats`` chats that reader processes read in parts of ``part_files``."""
+    monkeypatch.setattr(sources, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(sources, "PART_FILES", part_files)
+    sessions = hermes_home / "webui" / "sessions"
+    sessions.mkdir(parents=True)
+    for n in range(chats):
+        write_chat(sessions, f"{n + 1:012x}", title=f"Chat {n % 50}", turns=1 + n % 3)
+    return sessions
+
+
 def test_reading_and_writing_overlap_with_reader_processes(
     tmp_path: Path, hermes_home: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The parts written while others are read land exactly as a two-phase run would write them."""
-    monkeypatch.setattr(sources, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(sources, "PART_FILES", 7)
-    sessions = hermes_home / "webui" / "sessions"
-    sessions.mkdir(parents=True)
-    for n in range(60):
-        write_chat(sessions, f"{n + 1:012x}", title=f"Chat {n % 50}", turns=1 + n % 3)
+    sessions = _read_in_parts(monkeypatch, hermes_home, 60, 7)
     streamed = backfill(SessionFiles(sessions, workers=2), Homes(hermes_home))
     assert streamed.written == 60 and streamed.complete
     adds_up(streamed)
@@ -272,12 +278,7 @@ def test_the_writer_is_ready_before_the_first_part_arrives(
     from webui_insights.engine import hermes
     from webui_insights.engine.store import StateStore
 
-    monkeypatch.setattr(sources, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(sources, "PART_FILES", 5)
-    sessions = hermes_home / "webui" / "sessions"
-    sessions.mkdir(parents=True)
-    for n in range(12):
-        write_chat(sessions, f"{n + 1:012x}", title=f"Chat {n}")
+    sessions = _read_in_parts(monkeypatch, hermes_home, 12, 5)
     imported_when_opened: list[bool] = []
 
     def open_store(path: Path) -> StateStore:
