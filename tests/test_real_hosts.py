@@ -287,14 +287,19 @@ def test_one_row_per_chat_in_its_profile_db(mirrored: ScenarioResult) -> None:
     r = mirrored
     m = Mismatches(r, "one sessions row per chat, in its own profile's state.db")
     for chat, row in rows_by_chat(r):
-        where = "profiles/work/state.db" if chat.profile == PROFILE else "the root state.db"
+        where = f"profile {PROFILE!r}'s state.db" if chat.profile == PROFILE else "the root state.db"
         m.check(row is not None, f"chat {chat.key}: no row in {where}")
         m.check(not chat.other_rows, f"chat {chat.key}: also a row in {[db for db, _ in chat.other_rows]}")
     ids = [row["id"] for row in r.rows_root + r.rows_profile]
     m.check(len(ids) == len(set(ids)), f"duplicate ids across state.dbs: {ids}")
     expected_root = {r.chats[k].session_id for k in ("A", "B", "C", "E")}
     m.eq("-", "webui rows in the root state.db", {row["id"] for row in r.webui_rows()}, expected_root)
-    m.eq("-", "webui rows in profiles/work", {row["id"] for row in r.webui_rows(PROFILE)}, {r.chats["D"].session_id})
+    m.eq(
+        "-",
+        f"webui rows in profile {PROFILE!r}",
+        {row["id"] for row in r.webui_rows(PROFILE)},
+        {r.chats["D"].session_id},
+    )
     m.done()
 
 
