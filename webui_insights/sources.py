@@ -189,40 +189,38 @@ def snapshot_from_dict(
     """Validate one decoded session file; raises BadSessionFile with a content-free reason."""
     if type(data) is not dict:
         raise BadSessionFile(name, "bad_value", f"top level is {type(data).__name__}, not an object")
-    get = data.get
     stem = name[: -len(".json")] if name.endswith(".json") else name
-    session_id = get("session_id", stem)
+    session_id = data.get("session_id", stem)
     if session_id != stem:
         # A copy under another name would mirror the same chat twice.
         raise BadSessionFile(name, "bad_value", "session_id does not match the file name")
-    messages = _messages(name, get("messages"))
-    updated_at = get("updated_at")
-    created_at = get("created_at")
+    messages = _messages(name, data.get("messages"))
+    updated_at = data.get("updated_at")
+    created_at = data.get("created_at")
     if created_at is None:
         # Some old files lack created_at; the last save is the closest we know.
         created_at = updated_at if updated_at is not None else mtime
     try:
-        # Positional, in build_snapshot's order: a backfill reads tens of thousands of files a second.
         snapshot = build_snapshot(
             session_id,
-            get("profile"),
-            get("model"),
-            get("title"),
-            get("input_tokens") or 0,
-            get("output_tokens") or 0,
-            get("cache_read_tokens"),
-            get("cache_write_tokens"),
-            get("reasoning_tokens"),
-            get("estimated_cost"),
-            len(messages),
-            count_tool_calls(messages),
-            get("api_call_count"),
-            created_at,
-            updated_at,
-            last_message_time(messages) or updated_at,
-            get("model_provider"),
-            messages if keep_messages else None,
-            mtime or 0.0,
+            profile=data.get("profile"),
+            model=data.get("model"),
+            title=data.get("title"),
+            input_tokens=data.get("input_tokens") or 0,
+            output_tokens=data.get("output_tokens") or 0,
+            cache_read_tokens=data.get("cache_read_tokens"),
+            cache_write_tokens=data.get("cache_write_tokens"),
+            reasoning_tokens=data.get("reasoning_tokens"),
+            estimated_cost_usd=data.get("estimated_cost"),
+            message_count=len(messages),
+            tool_call_count=count_tool_calls(messages),
+            api_call_count=data.get("api_call_count"),
+            created_at=created_at,
+            updated_at=updated_at,
+            last_active_at=last_message_time(messages) or updated_at,
+            billing_provider=data.get("model_provider"),
+            messages=messages if keep_messages else None,
+            observed=mtime or 0.0,
         )
     except InvalidSnapshot as exc:
         raise BadSessionFile(name, exc.reason, str(exc)) from None
