@@ -277,14 +277,10 @@ def _mirror_columns(
         columns["model"] = desired.model
     if desired.billing_provider is not None:
         columns["billing_provider"] = desired.billing_provider
-    started = desired.created_at
-    if started is not None and started > context.now:  # (the check first: most chats are in the past)
-        started = _clamp_time(started, context, notes, "created_at", row.started_at if row else None)
+    started = _clamp_time(desired.created_at, context, notes, "created_at", row.started_at if row else None)
     if started is not None:
         columns["started_at"] = started
-    ended = desired.last_active_at
-    if ended is not None and ended > context.now:
-        ended = _clamp_time(ended, context, notes, "last_active_at", row.ended_at if row else None)
+    ended = _clamp_time(desired.last_active_at, context, notes, "last_active_at", row.ended_at if row else None)
     if ended is not None and (row is None or row.end_reason in (None, END_REASON)):
         columns["ended_at"] = max(ended, started) if started is not None else ended
         columns["end_reason"] = END_REASON
