@@ -150,10 +150,10 @@ def group_by_state_db(
             else:
                 target = path
             targets[profile] = target
-        if type(target) is str:
+        if isinstance(target, str):
             refused.append((snapshot.session_id, target))
         else:
-            target.append(snapshot)  # type: ignore[union-attr]
+            target.append(snapshot)
     return dict(groups), dict(names), refused
 
 
