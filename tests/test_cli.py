@@ -180,10 +180,32 @@ def test_version_names_the_package_and_its_version(capsys: pytest.CaptureFixture
 
 def test_a_bad_option_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
     for argv in (["backfill", "--since", "yesterday"], ["verify", "--profile", "Bad/Name"], ["nonsense"]):
-        with pytest.raises(SystemExit) as done:
-            main(argv)
-        assert done.value.code == EXIT_USAGE
+        assert main(argv) == EXIT_USAGE
+        captured = capsys.readouterr()
+        assert captured.out == ""  # without --json, stdout stays empty
+        assert captured.err.startswith("usage: webui-insights") and ": error: " in captured.err
+    main(["backfill", "--since", "yesterday"])
     assert "not a date" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "command", "says"),
+    [
+        (["status", "--profile", "../x", "--json"], "status", "not a hermes profile name"),
+        (["verify", "--json", "--profile", "default "], "verify", "not a hermes profile name"),
+        (["backfill", "--since", "garbage", "--json"], "backfill", "not a date"),
+        (["backfill", "--json", "--no-such-option"], "backfill", "unrecognized arguments"),
+        (["--json", "nonsense"], None, "invalid choice"),
+    ],
+)
+def test_a_usage_error_with_json_prints_one_error_object(
+    argv: list[str], command: str | None, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(argv) == EXIT_USAGE
+    captured = capsys.readouterr()
+    data = parsed(captured.out)
+    assert data == {"command": command, "error": data["error"], "exit_code": EXIT_USAGE}
+    assert says in data["error"] and says in captured.err
 
 
 # ------------------------------------------------- the folder it reads

@@ -21,7 +21,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, NoReturn, TextIO
 
 __all__ = ["main", "build_parser", "BACKFILL_READERS", "EXIT_OK", "EXIT_ATTENTION", "EXIT_USAGE", "EXIT_INTERRUPTED"]
 
@@ -69,6 +69,28 @@ class UsageError(Exception):
     """Exit 2 with this message (and a hint)."""
 
 
+class _BadArguments(Exception):
+    """argparse refused the command line; raised instead of its exit so ``--json`` still gets its object."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        super().__init__(message)
+        self.parser = parser
+        self.message = message
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are raised (``_BadArguments``), not printed and exited on.
+
+    Subcommand parsers are made of the same class (argparse's default), so
+    an error in any of them reaches ``main``, which prints argparse's usage
+    and message as before and, with ``--json``, the error object every
+    other failure prints.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        raise _BadArguments(self, message)
+
+
 def _since(text: str) -> float:
     """YYYY-MM-DD (local midnight) or an ISO date-time, as an epoch timestamp."""
     try:
@@ -113,7 +135,7 @@ def _common(parser: argparse.ArgumentParser, *, since: bool = True) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="webui-insights",
         description="Mirror hermes-webui chats into hermes-agent's state.db, so `hermes insights` "
         "and `hermes sessions list` include them, and check that it works.",
@@ -690,9 +712,30 @@ def _cycle_collector_paused(command: str) -> Iterator[None]:
         gc.enable()
 
 
+_COMMANDS = ("status", "backfill", "verify", "demo")
+
+
+def _bad_arguments(exc: _BadArguments, argv: Sequence[str]) -> int:
+    """argparse's usage and message on stderr, as argparse prints them; the error object too with ``--json``."""
+    exc.parser.print_usage(sys.stderr)
+    print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+    words = list(argv)
+    if "--json" in (words[: words.index("--")] if "--" in words else words):
+        prog = exc.parser.prog.split()
+        # An error of a command's own parser names it; one found by the top parser
+        # (arguments left over) belongs to the first word that is a command.
+        command = prog[1] if len(prog) > 1 else next((w for w in words if w in _COMMANDS), None)
+        json.dump({"command": command, "error": exc.message, "exit_code": EXIT_USAGE}, sys.stdout, indent=2)
+        sys.stdout.write("\n")
+    return EXIT_USAGE
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _BadArguments as exc:
+        return _bad_arguments(exc, sys.argv[1:] if argv is None else argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
