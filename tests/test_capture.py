@@ -182,6 +182,17 @@ def test_stamps_keep_increasing_when_the_wall_clock_stalls_or_steps_back(monkeyp
     assert stamps[-1] == same_time(1000.5 + 1e-6, within=1e-9)
 
 
+def test_a_clock_set_back_by_hours_is_followed_not_outrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A VM resumed with its clock 6 h ahead, then corrected: stamps come back to real time at once."""
+    ahead = 1000.0 + 6 * 3600
+    readings = iter([ahead, 1000.0, 1000.0, 1001.0])
+    monkeypatch.setattr(capture_module, "time", types.SimpleNamespace(time=lambda: next(readings)))
+    monkeypatch.setattr(capture_module._order, "last", 0.0)
+    capture = new_capture()
+    stamps = [capture.take(BareSession(f"{n:012x}")).observed for n in range(4)]  # type: ignore[union-attr]
+    assert stamps == [ahead, 1000.0, same_time(1000.0 + 1e-6, within=1e-9), 1001.0]
+
+
 def test_a_stamp_is_taken_before_the_chat_is_released(monkeypatch: pytest.MonkeyPatch) -> None:
     """A capture that is slow to stamp still orders before the next capture of the same chat."""
     capture = new_capture()

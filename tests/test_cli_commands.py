@@ -484,6 +484,41 @@ def test_a_rename_in_hermes_a_deletion_in_hermes_and_a_newer_row_are_not_drift(
     assert "1 chats were deleted in hermes (kept deleted; not a difference)" in capsys.readouterr().out
 
 
+@pytest.mark.parametrize("recorded_owner", ["mirror", "hermes"])
+def test_usage_another_writer_put_on_a_mirrored_row_is_drift_that_every_command_sees_and_fixes(
+    mirrored: list[DemoSession],
+    hermes_home: Path,
+    recorded_owner: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The host's own bridge wrote a turn while mirroring was off (or someone edited the row, or restored a backup).
+
+    It is not hermes-agent: no mark of it is on the row. An earlier release of
+    this layer recorded such a chat as hermes-agent's ("hermes") for good.
+    """
+    db = hermes_home / "state.db"
+    chat = mirrored[0]
+    want = read_row(db, chat.session_id)
+    assert want is not None
+    tamper(db, "UPDATE sessions SET input_tokens = 3000, output_tokens = 300, message_count = 6 WHERE id = ?",
+           chat.session_id)
+    tamper(db, "UPDATE webui_insights_chats SET owner = ? WHERE session_id = ?", recorded_owner, chat.session_id)
+    drift = _drift(hermes_home)[chat.session_id]
+    assert drift == {
+        "input_tokens": (want["input_tokens"], 3000),
+        "output_tokens": (want["output_tokens"], 300),
+        "message_count": (want["message_count"], 6),
+    }
+    monkeypatch.setenv("WEBUI_INSIGHTS_ENABLED", "1")
+    assert main(["status", "--json"]) == EXIT_OK
+    profile = json.loads(capsys.readouterr().out)["profiles"][0]
+    assert (profile["mirrored"], profile["hermes_written"], profile["behind"]) == (3, 0, 1)
+    assert main(["backfill"]) == EXIT_OK  # the same rule as verify --fix and the next save
+    assert read_row(db, chat.session_id) == want
+    assert _drift(hermes_home) == {}
+
+
 def test_a_row_hermes_agent_writes_itself_only_drifts_in_what_it_leaves_out(
     mirrored: list[DemoSession], hermes_home: Path
 ) -> None:

@@ -9,8 +9,18 @@ from engine_helpers import CONTEXT, NOW, desired, ledger, record, row
 from hypothesis import given
 from hypothesis import strategies as st
 
-from webui_insights.engine.plan import END_REASON, plan_chat
+from webui_insights.engine.plan import END_REASON, FUTURE_TOLERANCE_S, plan_chat
 from webui_insights.engine.states import Ledger, Row, Version, row_digest
+
+
+def up_to_date(chat):
+    """The row and record a chat has once this layer applied it (nothing left to do)."""
+    plan = plan_chat(chat, None, None, CONTEXT)
+    assert plan.insert is not None and plan.record is not None
+    current = row(**{k: v for k, v in plan.insert.items() if k in Row._fields}, title=plan.title.base)
+    known = record(**plan.record, title_base=plan.title.base, title_written=plan.title.base)
+    assert plan_chat(chat, current, known, CONTEXT).outcome == "unchanged"
+    return current, known
 
 
 def applied(chat, owner="mirror", **fields):
@@ -173,6 +183,38 @@ def test_totals_that_go_down_are_followed() -> None:
     assert (plan.update["input_tokens"], plan.update["output_tokens"], plan.update["message_count"]) == (2800, 300, 6)
 
 
+HOURS_AHEAD = 6 * 3600.0
+
+
+def test_a_version_recorded_while_the_clock_ran_ahead_holds_no_later_state_back() -> None:
+    # First turn saved while the clock was 6 h ahead; the clock is corrected; the next turn comes.
+    ahead = desired(at=NOW + HOURS_AHEAD, message_count=2, created_at=NOW - 60)
+    later = desired(at=NOW - 5, message_count=4, created_at=NOW - 60, input_tokens=2468)
+    plan = plan_chat(later, row(message_count=2), applied(ahead), CONTEXT)
+    assert plan.outcome == "updated" and plan.update["message_count"] == 4
+    assert "version_recorded_future" in plan.notes
+    assert plan.record is not None and plan.record["version"] == later.version  # the bad version is gone
+    # The same state again, with the bad version recorded: the record is put right, nothing else.
+    current, known = up_to_date(ahead)
+    again = plan_chat(ahead._replace(version=Version(NOW - 5, NOW - 5)), current, known, CONTEXT)
+    assert again.outcome in ("unchanged", "updated")
+
+
+@pytest.mark.parametrize(
+    ("lead", "outcome"),
+    [
+        (HOURS_AHEAD, "updated"),  # far ahead: distrusted
+        (FUTURE_TOLERANCE_S + 1, "updated"),
+        (FUTURE_TOLERANCE_S - 1, "stale"),  # within the tolerance: the documented bound (held until its next change)
+        (0.0, "stale"),  # a real newer state
+    ],
+)
+def test_how_far_ahead_a_recorded_version_may_be(lead: float, outcome: str) -> None:
+    recorded = desired(at=NOW + lead, observed=NOW + lead, message_count=2)
+    incoming = desired(at=NOW - 5, message_count=4)
+    assert plan_chat(incoming, row(message_count=2), applied(recorded), CONTEXT).outcome == outcome
+
+
 def test_missing_version_never_outranks_a_real_one() -> None:
     real = desired(at=NOW - 10)
     unversioned = desired(at=0.0, observed=NOW, input_tokens=1)
@@ -205,12 +247,37 @@ def test_row_of_another_source_is_never_written() -> None:
     plan = plan_chat(desired(message_count=2, title="Local copy"), telegram, None, CONTEXT)
     assert (plan.outcome, plan.owner) == ("foreign", "foreign")
     assert not plan.update and plan.title.action == "none" and plan.insert is None
-    assert plan.record == {"owner": "foreign"}
+    assert plan.record is not None and plan.record["owner"] == "foreign"
+    assert plan.record["message_count"] == 2  # the state a new turn is measured from, once that row is gone
 
 
-def test_foreign_stays_foreign_even_after_its_row_is_gone() -> None:
+@pytest.mark.parametrize(
+    ("known", "chat", "outcome"),
+    [
+        # Seen while the other source held the id: a new turn since brings the chat in, as this layer's.
+        (dict(owner="foreign", message_count=4), dict(message_count=6), "restored"),
+        (dict(owner="foreign", message_count=4), dict(message_count=4, ledger=Ledger(api_calls=1)), "restored"),
+        # No new turn: the deletion in hermes stands, as for any chat.
+        (dict(owner="foreign", message_count=4), dict(message_count=4, title="Renamed"), "deleted"),
+        (dict(owner="foreign", message_count=6), dict(message_count=4), "deleted"),
+    ],
+)
+def test_a_foreign_row_that_goes_away_follows_the_deletion_rule(known, chat, outcome) -> None:
+    before = desired(at=NOW - 20, message_count=known["message_count"])
+    plan = plan_chat(desired(at=NOW - 10, **chat), None, applied(before, **known), CONTEXT)
+    assert plan.outcome == outcome
+    assert (plan.insert is not None) == (outcome == "restored")
+    if outcome == "restored":
+        assert plan.owner == "mirror" and plan.record is not None and plan.record["owner"] == "mirror"
+
+
+def test_a_foreign_chat_known_from_an_earlier_release_starts_its_count_when_its_row_is_gone() -> None:
+    # An earlier release kept only owner "foreign": nothing to measure a new turn from yet.
     plan = plan_chat(desired(message_count=9), None, record(owner="foreign"), CONTEXT)
-    assert plan.outcome == "foreign" and plan.insert is None
+    assert plan.outcome == "deleted" and plan.insert is None
+    assert plan.record is not None and plan.record["message_count"] == 9 and plan.record["deleted_at"] == NOW
+    turn = desired(at=NOW + 1, message_count=11)
+    assert plan_chat(turn, None, record(**{"owner": "foreign", **plan.record}), CONTEXT).outcome == "restored"
 
 
 @pytest.mark.parametrize(
@@ -249,13 +316,25 @@ def test_mirror_row_taken_over_by_hermes_agent_gets_its_ended_at_back() -> None:
     assert plan.record is not None and plan.record["owner"] == "hermes"
 
 
-def test_values_someone_else_wrote_hand_the_row_to_hermes() -> None:
+@pytest.mark.parametrize("recorded_owner", ["mirror", "hermes"])
+@pytest.mark.parametrize(
+    "touched",
+    [
+        dict(input_tokens=1534),  # the host's own bridge wrote a turn while mirroring was off
+        dict(output_tokens=5, message_count=1),  # a manual edit
+        dict(input_tokens=0, output_tokens=0, cache_read_tokens=0, message_count=0, estimated_cost_usd=None),  # backup
+    ],
+)
+def test_values_someone_else_wrote_are_drift_not_evidence_of_hermes_agent(recorded_owner, touched) -> None:
     chat = desired()
-    ours = row(input_tokens=1034, output_tokens=56, cache_read_tokens=200, message_count=2, estimated_cost_usd=0.01)
-    touched = ours._replace(input_tokens=ours.input_tokens + 500)
-    known = applied(chat, written=row_digest(ours.owned_values()))
-    assert plan_chat(chat, ours, known, CONTEXT).owner == "mirror"
-    assert plan_chat(chat, touched, known, CONTEXT).owner == "hermes"
+    ours, known = up_to_date(chat)
+    assert (ours.input_tokens, ours.output_tokens, ours.message_count) == (1034, 56, 2)
+    # An earlier release recorded "hermes" on such values: without a mark of hermes-agent it is ours again.
+    known = known._replace(owner=recorded_owner)
+    plan = plan_chat(chat, ours._replace(**touched), known, CONTEXT)
+    assert plan.owner == "mirror"
+    assert plan.update == {column: getattr(ours, column) for column in touched}
+    assert {d.field for d in plan.drift} == set(touched)
 
 
 def test_bare_webui_row_is_adopted() -> None:
@@ -269,6 +348,20 @@ def test_hermes_set_end_reason_is_never_touched() -> None:
     ended = row(ended_at=NOW - 500, end_reason="compression", title="A chat")
     plan = plan_chat(desired(), ended, record(owner="mirror", message_count=2), CONTEXT)
     assert "ended_at" not in plan.update and "end_reason" not in plan.update
+
+
+def test_a_title_cleared_in_hermes_stays_cleared_but_a_restored_row_is_titled() -> None:
+    chat = desired(title="A chat")
+    current, known = up_to_date(chat)
+    cleared = current._replace(title=None)
+    assert plan_chat(chat, cleared, known, CONTEXT).title.action == "kept"
+    assert plan_chat(chat, cleared, known, CONTEXT).drift == []  # verify: not a difference
+    renamed = desired(at=NOW - 1, title="Renamed in the WebUI")
+    assert plan_chat(renamed, cleared, known, CONTEXT).title.action == "kept"
+    # Deleted in hermes, back with a new turn: a new row, titled.
+    turn = desired(at=NOW - 1, message_count=4, title="A chat")
+    restored = plan_chat(turn, None, known, CONTEXT)
+    assert restored.outcome == "restored" and restored.title.action == "write"
 
 
 # ----------------------------------------------------------------- deletions

@@ -38,6 +38,16 @@ def test_rename_in_hermes_is_kept() -> None:
     assert decide("Another WebUI name", "Renamed in CLI", ("WebUI name", "WebUI name")).action == "kept"
 
 
+@pytest.mark.parametrize("cleared", [None, "", "   "])
+def test_a_title_cleared_in_hermes_is_kept_like_any_other_rename(cleared) -> None:
+    # hermes sessions rename ID "" after this layer wrote "WebUI name": the row stays without one,
+    assert decide("WebUI name", cleared, ("WebUI name", "WebUI name")).action == "kept"
+    # and the WebUI's next rename does not bring one back (the row no longer holds what we wrote).
+    assert decide("Renamed in the WebUI", cleared, ("WebUI name", "WebUI name")).action == "kept"
+    # A row never titled by this layer is filled as before.
+    assert decide("WebUI name", cleared, None).action == "write"
+
+
 def test_title_set_by_someone_else_before_us_is_kept() -> None:
     assert decide("WebUI name", "hermes title", None).action == "kept"
 

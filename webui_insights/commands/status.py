@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 from ..engine.hermes import Capabilities, HermesStateUnavailable, hermes_agent_version, hermes_state
-from ..engine.records import TABLE
 from ..engine.store import open_read_only
 from ..hook import installer
 from ..profiles import DEFAULT_PROFILE, Homes
@@ -86,18 +85,6 @@ class Status:
         return data
 
 
-def _owners(path: Path) -> Counter[str]:
-    """Chats this layer knows by owner, from its own table (read-only)."""
-    conn = open_read_only(path)
-    try:
-        found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (TABLE,)).fetchone()
-        if not found:
-            return Counter()
-        return Counter(dict(conn.execute(f"SELECT COALESCE(owner, '?'), COUNT(*) FROM {TABLE} GROUP BY owner")))
-    finally:
-        conn.close()
-
-
 def collect_status(scan: Scan, homes: Homes, *, profile: str | None = None) -> Status:
     """Everything ``webui-insights status`` prints; ``profile`` limits it to one profile."""
     try:
@@ -157,13 +144,11 @@ def collect_status(scan: Scan, homes: Homes, *, profile: str | None = None) -> S
         if item.state != "ok":
             continue
         item.read_only = not writable(path)
-        try:
-            owners = _owners(path)
-        except sqlite3.Error as exc:
-            item.state, item.problem = "unreadable", f"{type(exc).__name__}: {exc}"
-            continue
-        item.mirrored, item.hermes_written, item.foreign = owners["mirror"], owners["hermes"], owners["foreign"]
         if database is not None:
+            # Who writes each row, as the engine decides it from the row's evidence now
+            # (not what an earlier pass recorded): deleted and not-yet-created rows are no one's.
+            owners = Counter(p.owner for p in database.plans if p.row is not None)
+            item.mirrored, item.hermes_written, item.foreign = owners["mirror"], owners["hermes"], owners["foreign"]
             outcomes = database.outcomes
             item.outcomes = dict(outcomes)
             item.behind = sum(outcomes[o] for o in WRITING_OUTCOMES)

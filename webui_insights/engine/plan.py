@@ -35,7 +35,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .states import OWNED_COLUMNS, Desired, Ledger, Owner, Record, Row, row_digest, same_state
+from .states import OWNED_COLUMNS, Desired, Ledger, Owner, Record, Row, Version, row_digest, same_state
 from .titles import TitleDecision, decide_title
 
 __all__ = ["Context", "Drift", "ChatPlan", "plan_chat", "Outcome", "SOURCE", "END_REASON", "FUTURE_TOLERANCE_S"]
@@ -118,24 +118,39 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if ledger is not rec.ledger and ledger != rec.ledger:  # ``plus`` returns the same ledger for no increments
         record_changes["ledger"] = ledger
 
-    same = same_state(rec.digest, desired)
-    if not same and rec.version is not None and desired.version <= rec.version:
-        plan.outcome = "stale"
-        return _with_record(plan, rec, record_changes)
-
+    # Who writes the row is a fact of the row (and of this process), whatever the state's version.
     owner = _owner(desired, row, rec)
     plan.owner = owner
-    if owner is not None and owner != rec.owner:
-        record_changes["owner"] = owner
+    if row is not None and owner != rec.owner:
+        record_changes["owner"] = owner  # without a row, only the insert below makes the chat anyone's
+
+    recorded = _trusted_version(rec.version, context, plan.notes)
+    same = same_state(rec.digest, desired)
+    if not same and recorded is not None and desired.version <= recorded:
+        plan.outcome = "stale"
+        return _with_record(plan, rec, record_changes)
+    new_state = not same or rec.digest != desired.digest or recorded is not rec.version
+    if new_state:  # a new state, one recorded in an earlier release's form, or a version a bad clock stamped
+        state_changes = {"version": desired.version, "digest": desired.digest, "message_count": desired.message_count}
+    else:
+        state_changes = {}
     if owner == "foreign":
         plan.outcome = "foreign"
+        # Remembered as the WebUI had it, so that once the other source's row is
+        # gone (deleted in hermes) only a new turn brings the chat in.
+        record_changes.update(state_changes)
         return _with_record(plan, rec, record_changes)
 
     if row is None:
-        if rec.owner is not None and desired.message_count <= rec.message_count and not context.restore_deleted:
+        # Known only as another source's chat (an earlier release kept no state
+        # for those): this state is the one a new turn is measured from.
+        no_baseline = rec.owner == "foreign" and rec.version is None
+        if rec.owner is not None and not context.restore_deleted and (no_baseline or not _new_turn(desired, rec)):
             plan.outcome = "deleted"
             if rec.deleted_at is None:
                 record_changes["deleted_at"] = context.now
+            if no_baseline:
+                record_changes.update(state_changes)
             return _with_record(plan, rec, record_changes)
         if owner is None:  # hermes-agent will create it: fill in once it has
             plan.outcome = "awaiting_hermes"
@@ -149,7 +164,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     title = decide_title(
         desired.title,
         row.title if row is not None else None,
-        rec.title_memory,
+        rec.title_memory if row is not None else None,  # a new row has no title anyone set
         context.sanitize_title,
         context.max_title_length,
     )
@@ -161,6 +176,8 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if row is None:
         plan.outcome = "restored" if rec.owner is not None else "created"
         plan.insert = _new_row(desired, wanted, context)
+        if rec.owner != owner:
+            record_changes["owner"] = owner
         written = row_digest(plan.insert)
         record_changes["deleted_at"] = None
     else:
@@ -172,8 +189,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         if plan.outcome == "unchanged":
             plan.outcome = "updated"
 
-    if not same or rec.digest != desired.digest:  # a new state, or one recorded in an earlier release's form
-        record_changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
+    record_changes.update(state_changes)
     if owner == "mirror":
         if written != rec.written:
             record_changes["written"] = written
@@ -185,27 +201,49 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
 
 
 def _owner(desired: Desired, row: Row | None, rec: Record) -> Owner | None:
-    """Who writes the row from now on (None: nobody yet — hermes-agent is about to)."""
-    if rec.owner == "foreign":
-        return "foreign"
+    """Who writes the row, from evidence only (None: nobody yet — hermes-agent is about to).
+
+    hermes-agent writes a chat's row when one of its marks is there: the
+    agent hook saw it run for this chat with a SessionDB (``agent_writes``,
+    in this process), its ``create_session`` left ``model_config`` or
+    ``system_prompt`` on the row, or the row has messages this layer did not
+    write (its ``append_message``). Neither host's own bridge nor this layer
+    sets any of them. A value that differs from what this layer wrote is not
+    evidence (the host's bridge while mirroring was off, a manual edit, a
+    restored backup): it is drift, and the next pass repairs it.
+    """
     if row is None:
-        if rec.owner is None and desired.agent_writes:
+        if desired.agent_writes and rec.owner in (None, "hermes"):
             return None
         return "mirror"  # a new row, or one restored after a deletion: ours
-    if rec.owner is None:
-        if row.source != SOURCE:
-            return "foreign"
-        if desired.agent_writes or row.agent_marks or row.live_messages > 0:
-            return "hermes"
-        return "mirror"  # a bare webui row (the host's own bridge, an earlier release): adopted
-    if rec.owner == "mirror" and (
-        desired.agent_writes
-        or row.agent_marks
-        or row.live_messages > rec.transcript_count
-        or (rec.written is not None and row.written_key() != rec.written)
-    ):
-        return "hermes"  # hermes-agent started writing this chat: it owns the usage now
-    return rec.owner
+    if row.source != SOURCE:
+        return "foreign"
+    if desired.agent_writes or row.agent_marks or row.live_messages > rec.transcript_count:
+        return "hermes"
+    return "mirror"  # a bare webui row (the host's own bridge, an earlier release) is adopted
+
+
+def _trusted_version(version: Version | None, context: Context, notes: list[str]) -> Version | None:
+    """The recorded version, unless a clock that ran ahead stamped it (then None: it orders nothing).
+
+    An incoming version that far ahead is dropped before it is ever recorded
+    (``chats.desired_from``); this catches the one a writer recorded while its
+    own clock was ahead, once that clock is corrected. So a clock ahead by more
+    than ``FUTURE_TOLERANCE_S`` holds no later state back; one ahead by less
+    holds back only the states saved within its lead, until the chat's next
+    change after it.
+    """
+    if version is not None and max(version) > context.now + FUTURE_TOLERANCE_S:
+        notes.append("version_recorded_future")
+        return None
+    return version
+
+
+def _new_turn(desired: Desired, rec: Record) -> bool:
+    """The chat had a turn since the state last applied: messages that are new, or spend the agent reported."""
+    if desired.ledger is not None and any(desired.ledger):
+        return True
+    return desired.message_count > rec.message_count
 
 
 def _clamp_time(

@@ -4,7 +4,8 @@ Bulk reads (one query per few hundred chats) that work inside a write
 transaction and on a read-only connection alike. Besides the columns the
 rule compares, each row says whether hermes-agent's ``create_session``
 marks are on it (``model_config`` / ``system_prompt``, which this layer
-never sets) and how many live messages it has.
+never sets; hermes' migrations' bookkeeping keys in ``model_config`` do not
+count) and how many live messages it has.
 """
 
 from __future__ import annotations
@@ -16,10 +17,18 @@ from .states import Row
 
 __all__ = ["read_rows", "messages_have_active"]
 
+# hermes-agent's create_session stores the agent's model_config (max_iterations,
+# reasoning_config, ...) and system prompt. hermes' own v16 migration also writes
+# model_config on old rows, with only its bookkeeping keys (_delegate_from,
+# _branched_from): that is not a mark of hermes-agent writing the chat.
+_AGENT_MARKS = (
+    "(system_prompt IS NOT NULL OR CASE WHEN json_valid(model_config) THEN "
+    "json_remove(model_config, '$._delegate_from', '$._branched_from') NOT IN ('{}', 'null') ELSE 0 END)"
+)
 _COLUMNS = (
     "id, source, title, model, billing_provider, started_at, ended_at, end_reason, message_count, tool_call_count, "
     "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "
-    "estimated_cost_usd, api_call_count, (model_config IS NOT NULL OR system_prompt IS NOT NULL)"
+    f"estimated_cost_usd, api_call_count, {_AGENT_MARKS}"
 )
 _IN_CHUNK = 500
 

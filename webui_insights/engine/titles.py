@@ -140,9 +140,11 @@ def decide_title(
         return TitleDecision("refused", reason=problem)
     if clean is None:
         return NOTHING
-    if row_title is None or not row_title.strip():
-        return TitleDecision("write", clean)
     base, written = memory if memory is not None else (None, None)
+    if row_title is None or not row_title.strip():
+        # Empty: never titled, or cleared in hermes (``hermes sessions rename ID ""``)
+        # after this layer wrote one — a rename made in hermes like any other.
+        return KEPT if written is not None else TitleDecision("write", clean)
     if written is not None and row_title == written:
         if base == clean and not _is_legacy_lineage(written, clean):
             return NOTHING

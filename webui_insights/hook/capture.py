@@ -26,6 +26,7 @@ from typing import Any
 
 from .. import forksafe
 from ..diagnostics import RateLimitedLog, Stats, describe_error
+from ..engine.plan import FUTURE_TOLERANCE_S
 from ..snapshot import InvalidSnapshot, UsageSnapshot, checked
 from .adapter import WebUISessionAdapter
 from .agent_usage import AgentUsage
@@ -69,9 +70,16 @@ class _Order:
         return self.stripes[(hash(sid) if type(sid) is str else id(session)) % _STRIPES]
 
     def stamp(self) -> float:
+        """Strictly increasing across small steps back of the wall clock; a large one (set right) is taken.
+
+        After a clock that ran ahead is corrected, staying ahead of it would
+        stamp every later state in the future until real time caught up; the
+        engine distrusts versions that far ahead (``FUTURE_TOLERANCE_S``), and
+        the chat's own ``updated_at`` went back with the clock anyway.
+        """
         with self.clock:
             now = time.time()
-            if now <= self.last:
+            if self.last - FUTURE_TOLERANCE_S <= now <= self.last:
                 now = self.last + 1e-6
             self.last = now
             return now
