@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from webui_insights.engine.hermes import Capabilities
-from webui_insights.engine.plan import Context
+from webui_insights.engine.plan import ChatPlan, Context, plan_chat
+from webui_insights.engine.records import merge
 from webui_insights.engine.states import Desired, Ledger, Record, Row, Version
 from webui_insights.engine.store import StateStore
 from webui_insights.engine.sync import SyncReport, sync
@@ -80,3 +81,44 @@ def run(db: Path, *chats: Desired, **kwargs: Any) -> SyncReport:
 
 def later(seconds: float = 1.0) -> float:
     return time.time() + seconds
+
+
+class Applied:
+    """One chat's row and record, with plans applied in memory the way ``apply`` writes them.
+
+    For the pure rule's tests: a sequence of states (and events: a deletion
+    in hermes, hermes-agent's own writes) without a database; the real
+    SessionDB has its own tests.
+    """
+
+    def __init__(self, row: Row | None = None, record: Record | None = None, context: Context = CONTEXT) -> None:
+        self.row = row
+        self.record = record
+        self.context = context
+
+    def apply(self, chat: Desired) -> ChatPlan:
+        plan = plan_chat(chat, self.row, self.record, self.context)
+        title = plan.title.base if plan.title.action == "write" else None
+        if plan.insert is not None:
+            values = {k: v for k, v in plan.insert.items() if k in Row._fields}
+            self.row = Row(**{**values, "title": title})
+        elif self.row is not None:
+            changes = dict(plan.update)
+            changes.update({c: (getattr(self.row, c) or 0) + v for c, v in plan.add.items()})
+            if title is not None:
+                changes["title"] = title
+            self.row = self.row._replace(**changes)
+        changes = dict(plan.record or {})
+        if title is not None:
+            changes.update(title_base=title, title_written=title)
+        if changes:
+            self.record = merge(self.record, changes)
+        return plan
+
+    def delete_in_hermes(self) -> None:
+        self.row = None
+
+    def usage(self) -> tuple[int, ...]:
+        """(input, output, cache read, messages) as the row holds them."""
+        assert self.row is not None
+        return (self.row.input_tokens, self.row.output_tokens, self.row.cache_read_tokens, self.row.message_count)

@@ -5,12 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from engine_helpers import CONTEXT, NOW, desired, ledger, record, row
+from engine_helpers import CONTEXT, NOW, Applied, desired, ledger, record, row
 from hypothesis import given
 from hypothesis import strategies as st
 
 from webui_insights.engine.plan import END_REASON, FUTURE_TOLERANCE_S, plan_chat
-from webui_insights.engine.states import Ledger, Row, Version, row_digest
+from webui_insights.engine.states import Counters, Ledger, Row, Version
 
 
 def up_to_date(chat):
@@ -78,12 +78,15 @@ def test_agent_reported_cache_splits_input_when_the_webui_keeps_none() -> None:
     assert plan.record is not None and plan.record["ledger"] == Ledger(cache_read_tokens=600, api_calls=3)
 
 
-def test_stored_ledger_splits_input_for_a_file_without_cache_fields() -> None:
-    chat = desired(input_tokens=3702, cache_read_tokens=None, cache_write_tokens=None)
-    known = record(owner="mirror", ledger=Ledger(cache_read_tokens=600, api_calls=3), message_count=6)
-    plan = plan_chat(chat, row(input_tokens=3702, message_count=6), known, CONTEXT)
-    assert plan.update["input_tokens"] == 3102
-    assert plan.update["cache_read_tokens"] == 600
+def test_the_agents_cache_count_stays_when_a_file_without_cache_fields_is_read_later() -> None:
+    no_cache = dict(input_tokens=3702, cache_read_tokens=None, cache_write_tokens=None, message_count=6)
+    chat = Applied()
+    chat.apply(desired(at=NOW - 20, **no_cache, ledger=Ledger(cache_read_tokens=600, api_calls=3)))
+    assert chat.usage() == (3102, 56, 600, 6)
+    # backfill or the sweep reads the v0.50.12 file: no cache fields, no ledger with it
+    assert chat.apply(desired(at=NOW - 20, observed=NOW - 30, **no_cache)).outcome == "unchanged"
+    assert chat.apply(desired(at=NOW - 10, **{**no_cache, "title": "Renamed"})).outcome == "updated"
+    assert chat.usage() == (3102, 56, 600, 6)
 
 
 def test_future_created_at_is_clamped_to_now_and_noted() -> None:
@@ -172,15 +175,6 @@ def test_a_value_marshal_cannot_encode_still_gets_a_digest() -> None:
 
     assert desired(model=Decimal("1.5")).digest != desired(model=Decimal("2.5")).digest
     assert desired(model=Decimal("1.5")).digest == desired(model=Decimal("1.5")).digest
-
-
-def test_totals_that_go_down_are_followed() -> None:
-    before = desired(at=NOW - 20, input_tokens=5000, output_tokens=500, message_count=8)
-    retried = desired(at=NOW - 10, input_tokens=3000, output_tokens=300, message_count=6)
-    current = row(input_tokens=4800, output_tokens=500, cache_read_tokens=200, message_count=8, title="A chat")
-    known = applied(before, written=row_digest(current.owned_values()), title_base="A chat", title_written="A chat")
-    plan = plan_chat(retried, current, known, CONTEXT)
-    assert (plan.update["input_tokens"], plan.update["output_tokens"], plan.update["message_count"]) == (2800, 300, 6)
 
 
 HOURS_AHEAD = 6 * 3600.0
@@ -295,9 +289,12 @@ def test_row_hermes_agent_writes_keeps_its_usage(observed) -> None:
     assert plan.title.action == "write"  # what hermes leaves out
 
 
-def test_agent_flag_makes_an_existing_row_hermes_written() -> None:
-    plan = plan_chat(desired(agent_writes=True), row(), None, CONTEXT)
-    assert plan.owner == "hermes"
+def test_only_the_rows_marks_say_hermes_agent_writes_an_existing_row() -> None:
+    # The agent hook saw a SessionDB for the chat (before a deletion in hermes): the row this
+    # layer brought back is its own until hermes-agent writes to it.
+    assert plan_chat(desired(agent_writes=True), row(), None, CONTEXT).owner == "mirror"
+    assert plan_chat(desired(agent_writes=True), row(agent_marks=True), None, CONTEXT).owner == "hermes"
+    assert plan_chat(desired(agent_writes=True), None, None, CONTEXT).outcome == "awaiting_hermes"
 
 
 def test_hermes_row_gets_the_earlier_creation_time_only() -> None:
@@ -372,7 +369,7 @@ def test_deleted_in_hermes_stays_deleted_without_a_new_turn() -> None:
     plan = plan_chat(chat, None, applied(chat, message_count=4), CONTEXT)
     assert plan.outcome == "deleted"
     assert plan.insert is None
-    assert plan.record == {"deleted_at": NOW}
+    assert plan.record is not None and plan.record["deleted_at"] == NOW
     renamed = desired(at=NOW - 1, message_count=4, title="Renamed")
     assert plan_chat(renamed, None, applied(chat, message_count=4, deleted_at=NOW), CONTEXT).outcome == "deleted"
 
@@ -401,7 +398,21 @@ def test_ledger_increments_add_up_even_for_a_stale_state() -> None:
     known = applied(newer, ledger=Ledger(cache_read_tokens=400, api_calls=2))
     plan = plan_chat(stale, row(), known, CONTEXT)
     assert plan.outcome == "stale"
-    assert plan.record == {"ledger": Ledger(cache_read_tokens=600, api_calls=3)}
+    # Kept, and marked as not in the row yet: the next state applied counts them.
+    assert plan.record == {
+        "ledger": Ledger(cache_read_tokens=600, api_calls=3),
+        "ledger_applied": Ledger(cache_read_tokens=400, api_calls=2),
+    }
+
+
+def test_increments_of_a_stale_state_are_counted_with_the_next_state_applied() -> None:
+    chat = Applied()
+    chat.apply(desired(at=NOW - 10, cache_read_tokens=None, api_call_count=None))
+    assert chat.row is not None and (chat.row.cache_read_tokens, chat.row.api_call_count) == (0, 0)
+    chat.apply(desired(at=NOW - 20, ledger=ledger(cache_read_tokens=200, api_calls=1)))  # stale
+    assert (chat.row.cache_read_tokens, chat.row.api_call_count) == (0, 0)
+    chat.apply(desired(at=NOW - 5, title="Later", cache_read_tokens=None, api_call_count=None))
+    assert (chat.row.cache_read_tokens, chat.row.api_call_count) == (200, 1)
 
 
 # --------------------------------------------------------------------- drift
@@ -409,13 +420,9 @@ def test_ledger_increments_add_up_even_for_a_stale_state() -> None:
 
 def test_an_up_to_date_row_plans_nothing() -> None:
     chat = desired()
-    plan = plan_chat(chat, None, None, CONTEXT)
-    assert plan.insert is not None
-    values = {k: v for k, v in plan.insert.items() if k not in ("id",)}
-    current = row(**{k: values[k] for k in values if k in Row._fields}, title="A chat")
-    known = applied(chat, written=row_digest(current.owned_values()), title_base="A chat", title_written="A chat")
+    current, known = up_to_date(chat)
     again = plan_chat(chat, current, known, CONTEXT)
-    assert (again.outcome, again.update, again.drift, again.record) == ("unchanged", {}, [], None)
+    assert (again.outcome, again.update, again.add, again.drift, again.record) == ("unchanged", {}, {}, [], None)
 
 
 def test_turns_the_webui_did_not_record_count_from_the_agents_own_accounting() -> None:
@@ -447,15 +454,207 @@ def test_history_from_before_the_agent_was_observed_keeps_the_webuis_larger_tota
     assert (plan.insert["input_tokens"], plan.insert["output_tokens"]) == (9800, 900)
 
 
-def test_the_written_key_of_a_row_and_of_its_values_agree() -> None:
-    current = row(
-        input_tokens=7,
-        output_tokens=8,
-        cache_read_tokens=9,
-        cache_write_tokens=1,
-        reasoning_tokens=2,
-        estimated_cost_usd=0.125,
-        api_call_count=3,
-        message_count=4,
+# --------------------------------------------------------------------- spend
+#
+# Each case is a history of the WebUI's figures for one chat, applied in order;
+# the row must show what was spent: (input without cache, output, cache read, messages).
+
+
+def figures(at: float, prompt: int, output: int, cached: int, messages: int, **fields) -> object:
+    return desired(
+        at=at,
+        input_tokens=prompt,
+        output_tokens=output,
+        cache_read_tokens=cached,
+        message_count=messages,
+        created_at=NOW - 3600,
+        **fields,
     )
-    assert row_digest(current.owned_values()) == current.written_key() == "7|8|9|1|2|0.125000000|3|4"
+
+
+@pytest.mark.parametrize(
+    ("history", "spent"),
+    [
+        # turns only add
+        ([(1000, 10, 0, 2), (2000, 20, 100, 4)], (1900, 20, 100, 4)),
+        # a retry or an edit removes a turn (the figures of v0.50.12 stay; HEAD's agent rebuilt counts anew)
+        ([(3000, 30, 0, 6), (1000, 10, 0, 2)], (3000, 30, 0, 6)),
+        # ... and the next turn adds to what was spent
+        ([(3000, 30, 0, 6), (1000, 10, 0, 2), (2000, 20, 0, 4)], (4000, 40, 0, 8)),
+        # clear: no messages, the figures kept
+        ([(3000, 30, 0, 6), (3000, 30, 0, 0), (4000, 40, 0, 2)], (4000, 40, 0, 8)),
+        # the same state again changes nothing
+        ([(1000, 10, 0, 2), (1000, 10, 0, 2)], (1000, 10, 0, 2)),
+    ],
+)
+def test_the_row_shows_what_was_spent_whatever_the_figures_did(history, spent) -> None:
+    chat = Applied()
+    for n, (prompt, output, cached, messages) in enumerate(history):
+        chat.apply(figures(NOW - 100 + n, prompt, output, cached, messages))
+    assert chat.usage() == spent
+
+
+@pytest.mark.parametrize("inherited_prompt", [0, 2468])
+def test_a_copy_spent_nothing_and_gets_a_row_only_with_a_turn_of_its_own(inherited_prompt: int) -> None:
+    """HEAD's Duplicate copies the figures; an import copies the messages (figures 0): both predate the copy."""
+    copied_messages = {"earliest_message_at": NOW - 7200}  # older than the copy's created_at (NOW - 3600)
+    chat = Applied()
+    plan = chat.apply(figures(NOW - 100, inherited_prompt, 112, 400 if inherited_prompt else 0, 4, **copied_messages))
+    assert (plan.outcome, plan.insert, chat.row) == ("no_turn", None, None)
+    assert "inherited_usage" in plan.notes
+    # A rename of the copy is not a turn either.
+    renamed = figures(NOW - 90, inherited_prompt, 112, 400 if inherited_prompt else 0, 4, title="Mine now")
+    assert chat.apply(renamed._replace(earliest_message_at=NOW - 7200)).outcome == "no_turn"
+    # Its own turn (1234 prompt, 200 cached, 56 out): only that is spent here.
+    own = figures(NOW - 80, inherited_prompt + 1234, 168, (400 if inherited_prompt else 0) + 200, 6, **copied_messages)
+    assert chat.apply(own).outcome == "created"
+    assert chat.usage() == (1034, 56, 200, 2)
+
+
+def test_a_chat_whose_messages_start_with_it_is_no_copy() -> None:
+    # v0.50.12 stamps whole seconds: the first message may read up to a second before created_at.
+    chat = Applied()
+    plan = chat.apply(figures(NOW - 100, 1234, 56, 200, 2, earliest_message_at=NOW - 3600.9))
+    assert plan.outcome == "created" and chat.usage() == (1034, 56, 200, 2)
+
+
+@pytest.mark.parametrize(
+    ("after_deletion", "outcome"),
+    [
+        # a rename, a pin, a truncation: not a turn
+        (dict(title="Renamed"), "deleted"),
+        (dict(messages=6), "deleted"),
+        # a turn: more messages, or usage that grew, or the agent reported a run
+        (dict(messages=12), "restored"),
+        # edit message 3 of 10 and resend three times: 8 messages, 3,000 more input tokens
+        (dict(messages=8, prompt=13_000), "restored"),
+        (dict(messages=10, ledger=Ledger(prompt_tokens=1234, api_calls=1)), "restored"),
+    ],
+)
+def test_only_a_new_turn_brings_a_chat_deleted_in_hermes_back(after_deletion: dict, outcome: str) -> None:
+    chat = Applied()
+    chat.apply(figures(NOW - 100, 10_000, 100, 0, 10))
+    chat.delete_in_hermes()
+    state = {"prompt": 10_000, "messages": 10, **after_deletion}
+    extra = {k: v for k, v in state.items() if k in ("title", "ledger")}
+    plan = chat.apply(figures(NOW - 50, state["prompt"], 100, 0, state["messages"], **extra))
+    assert plan.outcome == outcome
+    if outcome == "restored":  # whole: everything the chat spent, before the deletion too
+        assert chat.row is not None and chat.row.input_tokens == max(state["prompt"], 10_000 + 1234 * ("ledger" in state))
+
+
+def test_a_truncation_then_a_resend_after_a_deletion_is_a_turn() -> None:
+    chat = Applied()
+    chat.apply(figures(NOW - 100, 10_000, 100, 0, 10))
+    chat.delete_in_hermes()
+    assert chat.apply(figures(NOW - 90, 10_000, 100, 0, 2)).outcome == "deleted"  # message 3 edited: cut to 2
+    assert chat.apply(figures(NOW - 80, 10_000, 100, 0, 4)).outcome == "restored"  # resent: 2 new messages
+    assert chat.usage() == (10_000, 100, 0, 12)
+
+
+@pytest.mark.parametrize("change", [dict(title="Renamed"), dict(model="other/model")])
+def test_ended_at_moves_only_with_activity(change: dict) -> None:
+    """A rename, a pin or a move touches the WebUI's updated_at: the chat's last activity stays."""
+    chat = Applied()
+    chat.apply(figures(NOW - 100, 1000, 10, 0, 2))
+    assert chat.row is not None and chat.row.ended_at == NOW - 100
+    chat.apply(figures(NOW - 50, 1000, 10, 0, 2, **change))
+    assert chat.row.ended_at == NOW - 100
+    chat.apply(figures(NOW - 20, 2000, 20, 0, 4))
+    assert chat.row.ended_at == NOW - 20
+
+
+# ------------------------------------------------------------- hermes-agent's rows
+
+
+def hermes_row(**fields) -> Row:
+    values = dict(agent_marks=True, input_tokens=1034, output_tokens=56, cache_read_tokens=200, message_count=2)
+    values.update(fields)
+    return row(**values)
+
+
+def test_a_turn_hermes_agent_did_not_record_is_added_to_its_row_once() -> None:
+    """HEAD: /api/chat runs the agent without a SessionDB; the agent hook counted it."""
+    unrecorded = Ledger(prompt_tokens=1234, cache_read_tokens=200, completion_tokens=56, api_calls=1, cost_usd=0.0027)
+    chat = Applied(row=hermes_row(estimated_cost_usd=0.0027, api_call_count=1))
+    plan = chat.apply(figures(NOW - 50, 1234, 56, 200, 4, ledger=unrecorded))
+    assert plan.owner == "hermes"
+    assert plan.add == {
+        "input_tokens": 1034,
+        "output_tokens": 56,
+        "cache_read_tokens": 200,
+        "api_call_count": 1,
+        "estimated_cost_usd": pytest.approx(0.0027),
+    }
+    assert chat.row is not None and chat.row.input_tokens == 2068
+    assert chat.row.estimated_cost_usd == pytest.approx(0.0054)
+    # Again (a sweep, verify --fix): nothing more.
+    again = chat.apply(figures(NOW - 50, 1234, 56, 200, 4))
+    assert again.add == {} and chat.row.input_tokens == 2068
+
+
+def test_what_this_layers_row_held_when_hermes_agent_took_it_over_is_not_added_again() -> None:
+    """HEAD: a non-streaming first turn (this layer's row), then a streaming one (hermes-agent adds to that row)."""
+    first = Ledger(prompt_tokens=1234, cache_read_tokens=200, completion_tokens=56, api_calls=1)
+    chat = Applied()
+    chat.apply(figures(NOW - 100, 0, 0, 0, 2, ledger=first))
+    assert chat.row is not None and chat.row.input_tokens == 1034
+    # hermes-agent's create_session marks the row and adds its own call.
+    chat.row = chat.row._replace(agent_marks=True, input_tokens=2068, output_tokens=112, live_messages=2)
+    taken = chat.apply(figures(NOW - 90, 1234, 56, 200, 4, agent_writes=True))
+    assert (taken.owner, taken.add) == ("hermes", {})
+    assert chat.row.input_tokens == 2068
+    # A later non-streaming turn: added.
+    chat.apply(figures(NOW - 80, 1234, 56, 200, 6, ledger=first))
+    assert chat.row.input_tokens == 3102
+
+
+def test_a_continuation_keeps_the_start_hermes_gave_it() -> None:
+    """HEAD compression: a new id, created_at of the first one; its row starts at its own first call."""
+    chat = Applied(row=hermes_row(started_at=NOW - 60))
+    plan = chat.apply(figures(NOW - 50, 5000, 200, 0, 8, continuation=True))
+    assert "started_at" not in plan.update
+    first = Applied(row=hermes_row(started_at=NOW - 60))
+    assert first.apply(figures(NOW - 50, 5000, 200, 0, 8)).update["started_at"] == NOW - 3600
+
+
+# ---------------------------------------------------------------- bad input
+
+
+def test_values_of_the_wrong_type_in_a_mirrored_row_are_counted_and_set_right() -> None:
+    chat = desired()
+    current, known = up_to_date(chat)
+    damaged = current._replace(input_tokens=0, started_at=None, bad_values=("input_tokens", "started_at"))
+    plan = plan_chat(chat, damaged, known, CONTEXT)
+    assert "row_value_invalid" in plan.notes
+    assert plan.update == {"input_tokens": current.input_tokens, "started_at": current.started_at}
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 10_000), st.integers(0, 1_000), st.integers(0, 1_000), st.integers(0, 40)
+        ),
+        min_size=1,
+        max_size=8,
+    )
+)
+def test_spend_is_the_sum_of_what_each_state_added(history: list[tuple[int, int, int, int]]) -> None:
+    """Whatever the figures do, the row holds the first state plus every increase since; it never goes down."""
+    chat = Applied()
+    want = None
+    before: tuple[int, ...] | None = None
+    for n, (prompt, output, cached, messages) in enumerate(history):
+        if not (prompt or output or cached or messages) and chat.row is None:
+            continue  # a blank chat is never captured
+        now = (prompt, output, cached, messages)
+        want = now if want is None else tuple(w + max(0, a - b) for w, a, b in zip(want, now, before, strict=True))
+        before = now
+        shown_before = chat.usage() if chat.row is not None else None
+        chat.apply(figures(NOW - 1000 + n, prompt, output, cached, messages))
+        assert chat.row is not None
+        if shown_before is not None:
+            assert all(a >= b for a, b in zip(chat.usage(), shown_before, strict=True)) or chat.row.cache_read_tokens
+    if want is not None:
+        prompt, output, cached, messages = want
+        assert chat.usage() == (max(0, prompt - cached), output, cached, messages)

@@ -93,18 +93,24 @@ def test_a_stale_session_file_loses_against_a_newer_state_on_every_path(hermes_h
     newer_kept()
 
 
-def test_totals_that_went_down_in_the_webui_are_followed_by_backfill_and_the_sweep(
+def test_totals_that_went_down_in_the_webui_leave_the_spend_for_backfill_and_the_sweep_alike(
     hermes_home: Path, sessions: Path
 ) -> None:
     now = time.time()
     write_chat(sessions, "0000000000bb", created_at=now - 3600, updated_at=now - 600, turns=4, tokens=1000)
     assert main(["backfill", "--quiet"]) == 0
-    assert read_row(hermes_home / "state.db", "0000000000bb")["message_count"] == 8  # type: ignore[index]
-    # A retry in the WebUI: fewer turns, lower totals, a later save.
+    spent = read_row(hermes_home / "state.db", "0000000000bb")
+    assert spent is not None and (spent["message_count"], spent["input_tokens"]) == (8, 3000)
+    # The WebUI's figures go down (its agent rebuilt after an edit): what was spent stays spent.
     write_chat(sessions, "0000000000bb", created_at=now - 3600, updated_at=now - 60, turns=2, tokens=1000)
     reconcile_pass(Homes(hermes_home), sessions)
+    assert read_row(hermes_home / "state.db", "0000000000bb") == spent
+    assert main(["verify", "--quiet"]) == 0  # not drift: the row is the spend
+    # The next turn adds to it (one turn of 1000 prompt tokens, 250 of them cached).
+    write_chat(sessions, "0000000000bb", created_at=now - 3600, updated_at=now - 30, turns=3, tokens=1000)
+    assert main(["backfill", "--quiet"]) == 0
     row = read_row(hermes_home / "state.db", "0000000000bb")
-    assert row is not None and (row["message_count"], row["input_tokens"], row["cache_read_tokens"]) == (4, 1500, 500)
+    assert row is not None and (row["message_count"], row["input_tokens"], row["cache_read_tokens"]) == (10, 3750, 1250)
 
 
 def test_a_version_in_the_future_is_counted_and_never_outranks_a_real_one(hermes_home: Path, sessions: Path) -> None:

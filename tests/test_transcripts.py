@@ -346,7 +346,7 @@ def test_a_chat_deleted_in_hermes_comes_back_whole_with_its_next_turn(driver: Dr
         assert handle.delete_session(chat.session_id)
     finally:
         handle.close()
-    chat.input_tokens += 1  # a save without a new turn: the deletion is respected
+    chat.title = "Renamed"  # a save without a new turn: the deletion is respected
     driver.save(chat)
     assert live(driver.db, chat.session_id) == []
     chat.turn("after the deletion", "a new turn")

@@ -336,6 +336,11 @@ _NOTES = {
     "version_missing": "no updated_at: ordered by file time",
     "version_invalid": "updated_at not a time: ordered by file time",
     "title_refused": "title hermes would not store (too long or empty after cleaning)",
+    "version_recorded_future": "a version a clock ahead recorded: not used to order saves",
+    "inherited_usage": "copied or imported chats: what they inherited is not their spend",
+    "record_damaged": "webui-insights' record of the chat is damaged: chat left alone (delete that record to redo it)",
+    "record_newer_release": "record written by a newer webui-insights: chat left alone (upgrade)",
+    "row_value_invalid": "a value in the row was not of its type: set right where the row is webui-insights'",
 }
 
 

@@ -25,7 +25,18 @@ __all__ = ["Stats", "RateLimitedLog", "logger", "report_internal_error", "descri
 logger = logging.getLogger("webui_insights")
 
 # Keys stats() always lists, so a dashboard can rely on them being present.
-CHAT_OUTCOMES = ("created", "updated", "unchanged", "restored", "stale", "foreign", "deleted", "awaiting_hermes")
+CHAT_OUTCOMES = (
+    "created",
+    "updated",
+    "unchanged",
+    "restored",
+    "stale",
+    "foreign",
+    "deleted",
+    "awaiting_hermes",
+    "no_turn",
+    "refused",
+)
 SKIP_REASONS = (
     "disabled",
     "unchanged",
@@ -46,6 +57,11 @@ NOTE_KINDS = (
     "future_created_at",
     "future_last_active_at",
     "title_refused",
+    "version_recorded_future",
+    "inherited_usage",
+    "record_damaged",
+    "record_newer_release",
+    "row_value_invalid",
 )
 DROP_REASONS = ("queue_full", "thread_start_failed", "exit_timeout", "agent_usage")
 

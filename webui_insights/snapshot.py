@@ -32,6 +32,8 @@ __all__ = [
     "scrub_surrogates",
     "describe",
     "last_message_time",
+    "earliest_message_time",
+    "is_continuation",
 ]
 
 # What the WebUI shows before a chat has a real title (both hosts): never mirrored as a title.
@@ -107,6 +109,12 @@ class UsageSnapshot(NamedTuple):
     ledger: Any = None
     # Problems with values that did not refuse the snapshot (counted): e.g. "version_invalid".
     notes: tuple[str, ...] = ()
+    # The oldest message's time, when known without ``messages`` (a session file read
+    # without keeping them); otherwise the writer finds it in ``messages``.
+    earliest_message_at: float | None = None
+    # The chat continues another session under a new id (hermes' compression, see
+    # ``is_continuation``): its spend before that is the other session's row.
+    continuation: bool = False
 
     @property
     def key(self) -> tuple[str | None, str]:
@@ -232,6 +240,29 @@ def last_message_time(messages: Any) -> float | None:
     return value if type(value) in (int, float) else None
 
 
+def earliest_message_time(messages: Any) -> float | None:
+    """When the oldest stamped message was written (``timestamp`` or ``_ts``), if any is stamped."""
+    if type(messages) is not list:
+        return None
+    earliest: float | None = None
+    for message in messages:
+        if type(message) is dict:
+            value = message.get("timestamp") or message.get("_ts")
+            if type(value) in (int, float) and value > 0 and (earliest is None or value < earliest):
+                earliest = value
+    return earliest
+
+
+def is_continuation(parent_session_id: Any, session_source: Any) -> bool:
+    """hermes-webui's mark of a chat that continues another session under a new id (hermes' compression).
+
+    Its ``parent_session_id`` names the session it continues; a fork (its
+    ``session_source`` is ``"fork"``) names its parent too, but starts
+    anew (with nothing spent).
+    """
+    return type(parent_session_id) is str and bool(parent_session_id) and session_source != "fork"
+
+
 def check_session_id(value: Any) -> str:
     if type(value) is str and value in _checked_ids:
         return value
@@ -278,6 +309,8 @@ def build_snapshot(
     billing_provider: Any = None,
     messages: Sequence[Any] | None = None,
     observed: float = 0.0,
+    earliest_message_at: Any = None,
+    continuation: bool = False,
 ) -> UsageSnapshot:
     """Validate raw values and build the snapshot once; raise InvalidSnapshot.
 
@@ -330,6 +363,8 @@ def build_snapshot(
         False,
         None,
         notes,
+        _soft_timestamp(earliest_message_at),
+        continuation is True,
     )
 
 
@@ -360,4 +395,6 @@ def checked(snapshot: Any) -> UsageSnapshot:
         snapshot.billing_provider,
         messages,
         snapshot.observed,
+        snapshot.earliest_message_at,
+        snapshot.continuation,
     )

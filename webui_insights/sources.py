@@ -39,7 +39,14 @@ from typing import Any, NoReturn, cast
 
 from .engine.chats import count_tool_calls
 from .settings import webui_sessions_dir
-from .snapshot import InvalidSnapshot, UsageSnapshot, build_snapshot, last_message_time
+from .snapshot import (
+    InvalidSnapshot,
+    UsageSnapshot,
+    build_snapshot,
+    earliest_message_time,
+    is_continuation,
+    last_message_time,
+)
 
 __all__ = [
     "BadSessionFile",
@@ -221,6 +228,8 @@ def snapshot_from_dict(
             billing_provider=data.get("model_provider"),
             messages=messages if keep_messages else None,
             observed=mtime or 0.0,
+            earliest_message_at=earliest_message_time(messages),
+            continuation=is_continuation(data.get("parent_session_id"), data.get("session_source")),
         )
     except InvalidSnapshot as exc:
         raise BadSessionFile(name, exc.reason, str(exc)) from None

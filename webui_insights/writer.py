@@ -123,6 +123,9 @@ def combine(older: UsageSnapshot, newer: UsageSnapshot) -> UsageSnapshot:
         return newer
     return newer._replace(ledger=ledger, agent_writes=newer.agent_writes or older.agent_writes)
 
+# Plans the writer keeps from a sync to name their chats in the log: records it cannot use.
+_LEFT_ALONE = frozenset({"refused"})
+
 
 class Writer:
     """Coalescing, retrying, fork-aware background writer.
@@ -445,6 +448,7 @@ class Writer:
                 budget_s=self.config.transaction_budget_s,
                 write_transcript=self._write_transcript,
                 report=report,
+                keep_plans=_LEFT_ALONE,
             )
         except (HermesStateUnavailable, StateDBMissing, StateDBUninitialised) as exc:
             self._count(report)
@@ -482,6 +486,12 @@ class Writer:
             self._stats.incr("notes." + note, n)
         for session_id, why in report.title_problems:
             self._log.warning("title:" + why, "webui-insights: chat %s: %s", session_id, why)
+        for plan in report.plans:  # only those left alone (``_LEFT_ALONE``)
+            why = ", ".join(plan.notes)
+            self._log.warning(
+                "record:" + why, "webui-insights: chat %s left alone: its record in state.db cannot be used (%s)",
+                plan.session_id, why,
+            )
         if report.transactions:
             self._stats.success(report.rows_written, report.transactions, report.max_lock_hold_s)
 

@@ -49,10 +49,13 @@ class FolderReport:
 
     @property
     def databases_fine(self) -> bool:
-        """Nothing refused, every state.db reached — one without a state.db is only reported, unless all are."""
+        """Nothing refused (a chat, or a record that cannot be used), every state.db reached.
+
+        One without a state.db is only reported, unless all are.
+        """
         return (
             not self.refused
-            and all(d.status in ("ok", "missing") for d in self.databases)
+            and all(d.status in ("ok", "missing") and not d.outcomes["refused"] for d in self.databases)
             and not nowhere(self.databases)
         )
 

@@ -195,6 +195,11 @@ def _problems(status: Status, profile: str | None) -> None:
             status.problems.append(f"profile {item.name}: {item.problem}")
         elif item.state == "ok" and item.read_only and item.webui_chats:
             status.problems.append(f"profile {item.name}: {item.state_db} is read-only; nothing can be mirrored there")
+        if item.outcomes.get("refused"):
+            status.problems.append(
+                f"profile {item.name}: {item.outcomes['refused']} chats left alone: webui-insights' record of them "
+                f"is damaged or from a newer release (see notes)"
+            )
     if status.profiles and all(item.state == "missing" for item in status.profiles):
         # Not one profile was ever run: most likely the wrong HERMES_HOME.
         where = (

@@ -2,9 +2,10 @@
 
 Runs inside one write transaction (``SessionDB._execute_write`` gives it
 ``BEGIN IMMEDIATE`` and SessionDB's own retry): new rows in one
-``executemany``, updates grouped by the columns they set, titles with their
-collision names resolved against hermes' unique title index, and the
-records last, so a chat's row and its record commit together or not at all.
+``executemany``, updates grouped by the columns they set, additions to
+hermes-agent's own totals, titles with their collision names resolved
+against hermes' unique title index, and the records last, so a chat's row
+and its record commit together or not at all.
 
 Never: decide anything (``plan`` did), write a column a plan did not ask
 for, or leave a title another session holds (the index would refuse it).
@@ -19,7 +20,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from .plan import ChatPlan
+from .plan import NO_ROW_OUTCOMES, ChatPlan
 from .records import merge, write_records
 from .states import OWNED_COLUMNS, Record
 from .titles import candidate
@@ -46,8 +47,6 @@ _INSERT_SQL = (
 )
 _MAX_COLLISION_NAMES = 10_000
 _IN_CHUNK = 400
-# Outcomes where the chat's row is not this layer's to touch now.
-_NO_TRANSCRIPT = frozenset({"stale", "foreign", "deleted", "awaiting_hermes"})
 
 
 @dataclass(slots=True)
@@ -170,6 +169,7 @@ def apply_plans(
     record_changes: dict[str, dict[str, Any]] = {}
     inserts: list[tuple[Any, ...]] = []
     updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    additions: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
     titles = TitleAllocator(conn, max_title_length)
     titles.prefetch([p.title.base for p in plans if p.title.action == "write" and p.title.base is not None])
     for plan in plans:
@@ -179,12 +179,14 @@ def apply_plans(
             plan.insert["title"] = title
             inserts.append(_insert_values(plan.insert))
             result.rows_written += 1
-        elif plan.update or title is not None:
+        elif plan.update or plan.add or title is not None:
             columns = dict(plan.update)
             if title is not None:
                 columns["title"] = title
-            names = tuple(columns)
-            updates[names].append((*columns.values(), plan.session_id))
+            if columns:
+                updates[tuple(columns)].append((*columns.values(), plan.session_id))
+            if plan.add:
+                additions[tuple(plan.add)].append((*plan.add.values(), plan.session_id))
             result.rows_written += 1
         if title is not None:
             result.titles_written += 1
@@ -195,10 +197,13 @@ def apply_plans(
     for names, params in updates.items():
         assignments = ", ".join(f"{name} = ?" for name in names)
         conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
+    for names, params in additions.items():
+        assignments = ", ".join(f"{name} = COALESCE({name}, 0) + ?" for name in names)
+        conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
     if write_transcript is not None:
         for plan in plans:
             desired = plan.desired
-            if desired is None or desired.transcript is None or plan.outcome in _NO_TRANSCRIPT:
+            if desired is None or desired.transcript is None or plan.outcome in NO_ROW_OUTCOMES:
                 continue
             changes = record_changes.setdefault(plan.session_id, {})
             if not write_transcript(conn, plan, records.get(plan.session_id), changes, **(transcript_args or {})):

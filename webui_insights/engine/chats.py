@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from ..snapshot import UsageSnapshot
+from ..snapshot import UsageSnapshot, earliest_message_time
 from .plan import FUTURE_TOLERANCE_S
 from .states import Desired, Version
 
@@ -45,12 +45,15 @@ def desired_from(snapshot: UsageSnapshot, *, now: float, transcripts: bool = Fal
         notes = (*notes, "version_future")
     messages = snapshot.messages
     tool_calls = snapshot.tool_call_count
+    earliest = snapshot.earliest_message_at
     transcript = None
     if messages is not None:
         # The host may have appended since the save: only what was counted then.
         visible = list(messages[: snapshot.message_count])
         if tool_calls is None:
             tool_calls = count_tool_calls(visible)
+        if earliest is None:
+            earliest = earliest_message_time(visible)
         if transcripts:
             transcript = tuple(visible)
     # Positional, in Desired's field order: backfill builds tens of thousands a second.
@@ -74,5 +77,7 @@ def desired_from(snapshot: UsageSnapshot, *, now: float, transcripts: bool = Fal
         snapshot.agent_writes,
         snapshot.ledger,
         transcript,
+        earliest,
+        snapshot.continuation,
     )
     return desired, notes

@@ -3,30 +3,46 @@
 ``plan_chat(desired, row, record, context)`` compares what the WebUI says
 (``Desired``), what state.db holds (``Row``) and what this layer remembers
 (``Record``), and returns a ``ChatPlan``: the outcome, the columns to
-insert or update, the title decision, the record to store, and the drift
-(what differs, for ``verify``). Every writer — the live save path, the
-reconcile sweep, ``backfill``, ``verify --fix`` — applies plans made here,
-and ``verify`` and dry runs report them, so there is one rule.
+insert, update or add to, the title decision, the record to store, and the
+drift (what differs, for ``verify``). Every writer — the live save path,
+the reconcile sweep, ``backfill``, ``verify --fix`` — applies plans made
+here, and ``verify`` and dry runs report them, so there is one rule.
 
-The rule, in order:
+The row shows what hermes-agent would have recorded had it run the chat
+itself with a SessionDB. The rule, in order, each step decided from
+evidence, never from a coincidence:
 
 1. **Ledger.** Agent-reported usage increments add up whatever else happens.
-2. **Version.** A state older than the one recorded (``Version`` order)
-   changes nothing: an old file, a late process, a stale CLI run never wins.
-   The same state again (equal digest) may still repair drift.
-3. **Ownership.** A row of another source is never written. A row
-   hermes-agent writes itself (it holds its marks or messages this layer
-   did not write, or values this layer did not write) only gets what
-   hermes leaves out. Any other row is this layer's: every field follows
-   the WebUI.
-4. **Deletions.** A row that this layer had and that is gone was deleted
-   in hermes: it comes back only with a new turn (more messages than when
-   it was last applied).
-5. **Fields.** Mirror-owned rows: tokens in hermes' convention (input
-   without cached prompt tokens), cost, counters, model, started_at = the
-   chat's creation, ended_at = its last activity. hermes-written rows:
-   started_at moves back to the chat's creation when that is earlier.
-6. **Title.** ``titles.decide_title``.
+2. **Ownership** (``_owner``). A row of another source is never written.
+   A row carrying a mark only hermes-agent leaves (its ``create_session``
+   fields, messages this layer did not write, the agent hook seeing it
+   run with a SessionDB) is hermes-agent's: it only gets what hermes left
+   out. Any other row is this layer's. A value that merely differs from
+   what this layer wrote is drift, not a change of owner.
+3. **Version.** A state older than the one recorded (``Version`` order)
+   changes nothing: an old file, a late process, a stale CLI run never
+   wins. A recorded version more than ``FUTURE_TOLERANCE_S`` ahead of the
+   clock was stamped by a clock that ran ahead: it orders nothing.
+4. **Spend** (``_account``). The WebUI's figures are cumulative, but they
+   are not always spend: what a chat inherited (messages older than the
+   chat itself: a duplicate, an import) was spent elsewhere, and figures
+   that go down (a turn removed, an agent rebuilt) leave what was spent.
+   So the figures' growth is added up, state by state. The agent hook's
+   count (the ledger) fills what the WebUI does not record (its
+   non-streaming turns, v0.50.12's cache): the chat spent the larger of
+   the growth and what the WebUI had counted before the ledger started
+   plus the ledger. A state that grows anything is **activity** (a new
+   turn).
+5. **Deletions.** A row this layer had and that is gone was deleted in
+   hermes: it comes back only with activity.
+6. **Fields.** Mirror-owned rows: spend in hermes' convention (input
+   without cached prompt tokens), messages and tool calls ever added,
+   model, started_at = the chat's creation, ended_at = its last activity.
+   hermes-written rows: started_at moves back to the chat's creation when
+   that is earlier (not for a continuation of another session), and the
+   agent-counted turns hermes did not record (the WebUI's non-streaming
+   path) are added to its totals, once.
+7. **Title.** ``titles.decide_title``.
 """
 
 from __future__ import annotations
@@ -35,12 +51,27 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from .states import OWNED_COLUMNS, Desired, Ledger, Owner, Record, Row, Version, row_digest, same_state
+from .states import ZERO, Counters, Desired, Ledger, Owner, Record, Row, Version, same_state
 from .titles import TitleDecision, decide_title
 
-__all__ = ["Context", "Drift", "ChatPlan", "plan_chat", "Outcome", "SOURCE", "END_REASON", "FUTURE_TOLERANCE_S"]
+__all__ = [
+    "Context",
+    "Drift",
+    "ChatPlan",
+    "plan_chat",
+    "Outcome",
+    "SOURCE",
+    "END_REASON",
+    "FUTURE_TOLERANCE_S",
+    "COPY_TOLERANCE_S",
+    "NO_ROW_OUTCOMES",
+]
 
 SOURCE = "webui"
+# The source hermes-agent (≥ 0.18) gives a row its usage code makes for a session id
+# that has none: the WebUI's agent still writing to a chat deleted in hermes. That
+# row is hermes-agent's writing of this chat; it only lacks what the WebUI knows.
+UNKNOWN_SOURCE = "unknown"
 # The end_reason of rows this layer ends (ended_at = the chat's last
 # activity, so insights counts its duration). hermes gives no meaning to it:
 # its own reasons ("compression", "branched", "agent_close", ...) drive
@@ -50,8 +81,16 @@ SOURCE = "webui"
 END_REASON = "webui_mirror"
 # A clock a little ahead is normal; beyond this a timestamp is "in the future".
 FUTURE_TOLERANCE_S = 300.0
+# A message this much older than the chat that holds it was made in another
+# chat (v0.50.12 stamps whole seconds, so a message of the chat's first
+# second may read up to 1 s before it).
+COPY_TOLERANCE_S = 1.0
 
-Outcome = str  # created, restored, updated, unchanged, stale, foreign, deleted, awaiting_hermes
+# created, restored, updated, unchanged, stale, foreign, deleted,
+# awaiting_hermes, no_turn (no turn of its own yet: new, copied or imported), refused (its record cannot be used)
+Outcome = str
+# Outcomes after which the chat has no row of this layer's to write to now.
+NO_ROW_OUTCOMES = frozenset({"stale", "foreign", "deleted", "awaiting_hermes", "no_turn", "refused"})
 
 _NO_RECORD = Record()
 _TIME_COLUMNS = ("started_at", "ended_at")
@@ -85,6 +124,8 @@ class ChatPlan:
     owner: Owner | None = None
     insert: dict[str, Any] | None = None
     update: dict[str, Any] = field(default_factory=dict)
+    # Amounts to add to hermes-agent's own totals (turns it did not record).
+    add: dict[str, Any] = field(default_factory=dict)
     title: TitleDecision = TitleDecision("none")
     record: dict[str, Any] | None = None
     notes: list[str] = field(default_factory=list)  # counted in stats(): e.g. "future_created_at"
@@ -95,7 +136,7 @@ class ChatPlan:
 
     @property
     def writes_row(self) -> bool:
-        return self.insert is not None or bool(self.update) or self.title.action == "write"
+        return self.insert is not None or bool(self.update) or bool(self.add) or self.title.action == "write"
 
     @property
     def drift(self) -> list[Drift]:
@@ -104,67 +145,99 @@ class ChatPlan:
         found = [Drift("row", "present", "missing")] if self.insert is not None else []
         if row is not None:
             found += [Drift(c, v, getattr(row, c)) for c, v in self.update.items()]
+            found += [Drift(c, (getattr(row, c) or 0) + v, getattr(row, c)) for c, v in self.add.items()]
         if self.title.action == "write":
             found.append(Drift("title", self.title.base, row.title if row is not None else None))
         return found + self.extra_drift
 
 
+class _Account(NamedTuple):
+    """The chat's spend after this state (``_account``)."""
+
+    seen: Counters
+    grown: Counters
+    ledger_base: Counters | None
+    state_growth: Counters | None
+    active_at: float | None
+    activity: bool  # spend or messages grew: the chat had a turn since the state last applied
+    spent: Counters
+    unrecorded: Counters  # of the ledger, what was not in the row yet (added to a row hermes-agent writes)
+
+
 def plan_chat(desired: Desired, row: Row | None, record: Record | None, context: Context) -> ChatPlan:
     """The rule for one chat (see the module docstring)."""
     rec = record or _NO_RECORD
-    ledger = rec.ledger.plus(desired.ledger)
     plan = ChatPlan(desired.session_id, "unchanged", rec.owner, desired=desired, row=row)
-    record_changes: dict[str, Any] = {}
+    if rec.problem is not None:
+        # Damaged, or written by a newer release of this layer: nothing here is guessed at.
+        plan.outcome = "refused"
+        plan.notes.append(rec.problem)
+        return plan
+    if row is not None and row.bad_values:
+        plan.notes.append("row_value_invalid")
+    changes: dict[str, Any] = {}
+    ledger = rec.ledger.plus(desired.ledger)
     if ledger is not rec.ledger and ledger != rec.ledger:  # ``plus`` returns the same ledger for no increments
-        record_changes["ledger"] = ledger
+        changes["ledger"] = ledger
 
     # Who writes the row is a fact of the row (and of this process), whatever the state's version.
     owner = _owner(desired, row, rec)
     plan.owner = owner
     if row is not None and owner != rec.owner:
-        record_changes["owner"] = owner  # without a row, only the insert below makes the chat anyone's
+        changes["owner"] = owner  # without a row, only an insert below makes the chat anyone's
 
     recorded = _trusted_version(rec.version, context, plan.notes)
     same = same_state(rec.digest, desired)
     if not same and recorded is not None and desired.version <= recorded:
         plan.outcome = "stale"
-        return _with_record(plan, rec, record_changes)
-    new_state = not same or rec.digest != desired.digest or recorded is not rec.version
-    if new_state:  # a new state, one recorded in an earlier release's form, or a version a bad clock stamped
-        state_changes = {"version": desired.version, "digest": desired.digest, "message_count": desired.message_count}
-    else:
-        state_changes = {}
+        if "ledger" in changes and rec.ledger_applied is None:
+            changes["ledger_applied"] = rec.ledger  # its increments wait for the next state applied
+        return _with_record(plan, changes)
+
+    account = _account(desired, rec, ledger, plan.notes, context.now, ordered=recorded is rec.version)
+    if not same or rec.digest != desired.digest or recorded is not rec.version:
+        # A new state, one recorded in an earlier release's form, or a version a bad clock stamped.
+        changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
+    grown = None if account.grown == account.seen else account.grown
+    for name, value in (
+        ("seen", account.seen),
+        ("grown", grown),
+        ("ledger_base", account.ledger_base),
+        ("state_growth", account.state_growth),
+        ("active_at", account.active_at),
+        ("ledger_applied", None),  # all of it is in the spend now (or added to hermes-agent's row below)
+    ):
+        if value != getattr(rec, name):
+            changes[name] = value
+
     if owner == "foreign":
-        plan.outcome = "foreign"
-        # Remembered as the WebUI had it, so that once the other source's row is
+        # Followed as the WebUI has it, so that once the other source's row is
         # gone (deleted in hermes) only a new turn brings the chat in.
-        record_changes.update(state_changes)
-        return _with_record(plan, rec, record_changes)
+        plan.outcome = "foreign"
+        return _with_record(plan, changes)
 
     if row is None:
-        # Known only as another source's chat (an earlier release kept no state
-        # for those): this state is the one a new turn is measured from.
-        no_baseline = rec.owner == "foreign" and rec.version is None
-        if rec.owner is not None and not context.restore_deleted and (no_baseline or not _new_turn(desired, rec)):
+        if rec.owner is not None and not context.restore_deleted and not account.activity:
             plan.outcome = "deleted"
             if rec.deleted_at is None:
-                record_changes["deleted_at"] = context.now
-            if no_baseline:
-                record_changes.update(state_changes)
-            return _with_record(plan, rec, record_changes)
+                changes["deleted_at"] = context.now
+            return _with_record(plan, changes)
         if owner is None:  # hermes-agent will create it: fill in once it has
             plan.outcome = "awaiting_hermes"
-            return _with_record(plan, rec, record_changes)
+            return _with_record(plan, changes)
+        if rec.owner is None and not any(account.spent):
+            plan.outcome = "no_turn"  # nothing of its own yet: no row until it has a turn
+            return _with_record(plan, changes)
 
-    wanted = (
-        _mirror_columns(desired, ledger, row, context, plan.notes)
-        if owner == "mirror"
-        else _hermes_fill_columns(desired, row, context, plan.notes)
-    )
+    if owner == "mirror":
+        wanted = _mirror_columns(desired, account, row, context, plan.notes)
+    else:
+        wanted = _hermes_fill_columns(desired, row, context, plan.notes)
+        plan.add = _unrecorded_turns(account.unrecorded)
     title = decide_title(
         desired.title,
         row.title if row is not None else None,
-        rec.title_memory if row is not None else None,  # a new row has no title anyone set
+        _title_memory(rec, row, owner, wanted),
         context.sanitize_title,
         context.max_title_length,
     )
@@ -172,55 +245,66 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if title.action == "refused":
         plan.notes.append("title_refused")
 
-    # The owned columns as they will be (what the record keeps as written).
     if row is None:
         plan.outcome = "restored" if rec.owner is not None else "created"
         plan.insert = _new_row(desired, wanted, context)
         if rec.owner != owner:
-            record_changes["owner"] = owner
-        written = row_digest(plan.insert)
-        record_changes["deleted_at"] = None
+            changes["owner"] = owner
+        if rec.deleted_at is not None:
+            changes["deleted_at"] = None
     else:
         plan.update = {c: v for c, v in wanted.items() if not _same(c, v, getattr(row, c))}
-        written = row_digest({**row.owned_values(), **plan.update}) if plan.update else row.written_key()
-        if plan.update:
-            plan.outcome = "updated"
-    if title.action == "write":
-        if plan.outcome == "unchanged":
-            plan.outcome = "updated"
-
-    record_changes.update(state_changes)
-    if owner == "mirror":
-        if written != rec.written:
-            record_changes["written"] = written
-    elif rec.written is not None:
-        record_changes["written"] = None
+    if plan.outcome == "unchanged" and (plan.update or plan.add or title.action == "write"):
+        plan.outcome = "updated"
     if title.action == "adopt" and rec.title_memory != (title.base, row.title if row else None):
-        record_changes.update(title_base=title.base, title_written=row.title if row else None)
-    return _with_record(plan, rec, record_changes)
+        changes.update(title_base=title.base, title_written=row.title if row else None)
+    return _with_record(plan, changes)
 
 
 def _owner(desired: Desired, row: Row | None, rec: Record) -> Owner | None:
     """Who writes the row, from evidence only (None: nobody yet — hermes-agent is about to).
 
-    hermes-agent writes a chat's row when one of its marks is there: the
-    agent hook saw it run for this chat with a SessionDB (``agent_writes``,
-    in this process), its ``create_session`` left ``model_config`` or
-    ``system_prompt`` on the row, or the row has messages this layer did not
-    write (its ``append_message``). Neither host's own bridge nor this layer
-    sets any of them. A value that differs from what this layer wrote is not
+    hermes-agent writes a chat's row when one of its marks is on the row:
+    its ``create_session`` left ``model_config`` or ``system_prompt``, or
+    the row has messages this layer did not write (its ``append_message``).
+    Neither host's own bridge nor this layer sets any of them. Before the
+    row exists, the agent hook seeing hermes-agent run for the chat with a
+    SessionDB (``agent_writes``, in this process) says the row is on its
+    way; once a row is there, only the row's marks count (a row this layer
+    brought back after a deletion stays this layer's until hermes-agent
+    writes to it). A value that differs from what this layer wrote is not
     evidence (the host's bridge while mirroring was off, a manual edit, a
     restored backup): it is drift, and the next pass repairs it.
     """
     if row is None:
-        if desired.agent_writes and rec.owner in (None, "hermes"):
-            return None
-        return "mirror"  # a new row, or one restored after a deletion: ours
+        if desired.agent_writes and rec.owner is None:
+            return None  # a new chat hermes-agent is writing: its row is on the way
+        # A new row, or one restored after a deletion: ours. (hermes-agent keeps its
+        # session object after a deletion and does not create the row again; if it
+        # does, or writes to the restored row, its marks hand the row back to it.)
+        return "mirror"
+    if row.source == UNKNOWN_SOURCE:
+        return "hermes"  # hermes' own usage guard made it for this chat (below)
     if row.source != SOURCE:
         return "foreign"
-    if desired.agent_writes or row.agent_marks or row.live_messages > rec.transcript_count:
+    if row.agent_marks or row.live_messages > rec.transcript_count:
         return "hermes"
     return "mirror"  # a bare webui row (the host's own bridge, an earlier release) is adopted
+
+
+def _title_memory(rec: Record, row: Row | None, owner: Owner | None, wanted: dict[str, Any]) -> tuple[str | None, str | None] | None:
+    """What this layer knows it wrote as the row's title, if the row is the one it titled.
+
+    A new row has no title anyone set. A row hermes-agent made anew after a
+    deletion this layer did not see starts at its own first call (which
+    this plan moves back): the memory speaks of the row that was deleted,
+    and its empty title was never cleared by anyone.
+    """
+    if row is None:
+        return None
+    if owner == "hermes" and "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
+        return None
+    return rec.title_memory
 
 
 def _trusted_version(version: Version | None, context: Context, notes: list[str]) -> Version | None:
@@ -239,21 +323,100 @@ def _trusted_version(version: Version | None, context: Context, notes: list[str]
     return version
 
 
-def _new_turn(desired: Desired, rec: Record) -> bool:
-    """The chat had a turn since the state last applied: messages that are new, or spend the agent reported."""
-    if desired.ledger is not None and any(desired.ledger):
-        return True
-    return desired.message_count > rec.message_count
+def _inherited(desired: Desired, now: float) -> bool:
+    """Met for the first time, the chat's figures were spent elsewhere: it was made from another chat.
+
+    The evidence: messages older than the chat itself (a duplicate and an
+    import keep the original's). A copy of a chat without messages (HEAD
+    duplicates a cleared chat's figures) shows none: its figures count as
+    its own — the same as a cleared chat met for the first time, whose
+    figures are its own. A chat created in the future was dated by a clock
+    that ran ahead, so its messages being older says nothing; once real
+    time has passed that date the two cannot be told apart (documented).
+    """
+    first, created = desired.earliest_message_at, desired.created_at
+    if first is None or created is None or created > now + FUTURE_TOLERANCE_S:
+        return False
+    return first < created - COPY_TOLERANCE_S
+
+
+def _account(
+    desired: Desired, rec: Record, ledger: Ledger, notes: list[str], now: float, *, ordered: bool = True
+) -> _Account:
+    """The chat's spend after this state, and whether the state shows activity.
+
+    The figures' growth is added up (first sight measures it from zero —
+    unless the chat inherited its messages: then the figures are what it
+    inherited, and its growth starts at 0); a figure that went down adds
+    nothing. The ledger starts with the first usage the agent hook reports
+    for the chat: the growth counted before that (``ledger_base``, taken
+    without the growth of the state that brings the report, which holds
+    the reported run) is history the ledger never saw. Figure by figure,
+    the chat spent the larger of the growth and base + ledger: both count
+    the runs the hook saw and the WebUI recorded, each alone what the other
+    missed — and two totals compared, whatever order the file reads and the
+    live saves came in, never count a run twice.
+
+    ``ordered`` is False while the recorded version cannot be trusted (a
+    clock ran ahead): the state may then be an older one, so figures that
+    went down are not taken for a fresh start — growing back to where they
+    were would count it again.
+    """
+    figures = Counters.of(desired)
+    total = Counters.of_ledger(ledger)
+    seen = rec.seen
+    if seen is None:
+        inherited = _inherited(desired, now)
+        if inherited:
+            notes.append("inherited_usage")
+            grown = ZERO
+        elif rec.version is not None:
+            # An earlier release's row held the larger of the figures and the whole ledger.
+            grown = figures.larger(total)
+        else:
+            grown = figures
+        growth = grown
+        if rec.version is not None:  # an earlier release applied states: it judged turns by the message count
+            activity = desired.message_count > rec.message_count
+        elif rec.owner is not None:  # known without any state (another source's chat, a title memory): the baseline
+            activity = False
+        else:
+            activity = any(grown)
+    else:
+        step = figures.growth(seen)
+        activity = any(step)
+        previous = rec.growth_total or ZERO
+        grown = previous.plus(step) if activity else previous
+        same_state = desired.digest == rec.digest
+        growth = (rec.state_growth or ZERO).plus(step) if same_state else step
+    news = desired.ledger is not None and any(desired.ledger)
+    activity = activity or news
+    base = rec.ledger_base
+    if base is None and any(total):
+        base = grown.growth(growth)  # the growth before the state that brings the first report
+    spent = grown if base is None else grown.larger(base.plus(total))
+    return _Account(
+        seen=figures if ordered or seen is None else figures.larger(seen),
+        grown=grown,
+        ledger_base=base,
+        state_growth=growth if base is None and any(growth) else None,
+        active_at=desired.last_active_at if activity else rec.active_at,
+        activity=activity,
+        spent=spent,
+        unrecorded=Counters.of_ledger(ledger.beyond(rec.applied)),
+    )
 
 
 def _clamp_time(
     value: float | None, context: Context, notes: list[str], what: str, stored: float | None = None
 ) -> float | None:
-    """``value``, never after now: a later one keeps what the row holds (clamped on an earlier run).
+    """``value``, unless it is after now: then what the row holds, and for a new row, now.
 
     So a chat dated in the future is written once, as of now, and then left
     alone — not moved to "now" on every pass, which verify would report as
-    drift forever.
+    drift forever. Nor is a row's time ever moved to a "now" that may be
+    wrong itself: a clock set back (or behind) finds every time "in the
+    future".
     """
     if value is None:
         return None
@@ -261,56 +424,29 @@ def _clamp_time(
         notes.append(f"future_{what}")
     if value <= context.now:
         return value
-    return stored if stored is not None and stored <= context.now else context.now
+    return stored if stored is not None else context.now
 
 
 def _mirror_columns(
-    desired: Desired, ledger: Ledger, row: Row | None, context: Context, notes: list[str]
+    desired: Desired, account: _Account, row: Row | None, context: Context, notes: list[str]
 ) -> dict[str, Any]:
-    """Every field of a row only this layer writes, in hermes' conventions.
-
-    Where the agent reported usage for the chat in this layer's process (the
-    ledger), each total is the larger of what the WebUI and the agent
-    counted: the WebUI may not record a turn at all (its non-streaming path)
-    or a part of it (v0.50.12 keeps no cache counts), and history from
-    before the agent was observed is only in the WebUI's totals.
-    """
-    cache_read: int | None
-    cache_write: int | None
-    reasoning: int | None
-    api_calls: int | None
-    if ledger.api_calls > 0:  # the agent reported usage for this chat
-        cache_read = _larger(desired.cache_read_tokens, ledger.cache_read_tokens)
-        cache_write = _larger(desired.cache_write_tokens, ledger.cache_write_tokens)
-        prompt = _larger(desired.input_tokens, ledger.prompt_tokens)
-        output = _larger(desired.output_tokens, ledger.completion_tokens)
-        reasoning = _larger(desired.reasoning_tokens, ledger.reasoning_tokens)
-        api_calls = _larger(desired.api_call_count, ledger.api_calls)
-        cost = desired.estimated_cost_usd
-        if ledger.cost_usd > (cost or 0.0):
-            cost = ledger.cost_usd
-    else:
-        cache_read, cache_write = desired.cache_read_tokens, desired.cache_write_tokens
-        prompt, output, reasoning = desired.input_tokens, desired.output_tokens, desired.reasoning_tokens
-        api_calls, cost = desired.api_call_count, desired.estimated_cost_usd
-    # hermes counts input without cached prompt tokens; the WebUI with them.
+    """Every field of a row only this layer writes: what the chat spent, in hermes' conventions."""
+    spent = account.spent
+    cost: float | None = spent.cost_usd
+    if not cost and desired.estimated_cost_usd is None:
+        cost = None  # nobody reported a cost: unknown, not free
     columns: dict[str, Any] = {
-        "input_tokens": max(0, (prompt or 0) - (cache_read or 0) - (cache_write or 0)),
-        "output_tokens": output,
-        "message_count": desired.message_count,
+        # hermes counts input without cached prompt tokens; the WebUI with them.
+        "input_tokens": max(0, spent.prompt_tokens - spent.cache_read_tokens - spent.cache_write_tokens),
+        "output_tokens": spent.output_tokens,
+        "cache_read_tokens": spent.cache_read_tokens,
+        "cache_write_tokens": spent.cache_write_tokens,
+        "reasoning_tokens": spent.reasoning_tokens,
+        "api_call_count": spent.api_calls,
+        "estimated_cost_usd": cost,
+        "message_count": spent.messages,
+        "tool_call_count": spent.tool_calls,
     }
-    if cache_read is not None:
-        columns["cache_read_tokens"] = cache_read
-    if cache_write is not None:
-        columns["cache_write_tokens"] = cache_write
-    if reasoning is not None:
-        columns["reasoning_tokens"] = reasoning
-    if api_calls is not None:
-        columns["api_call_count"] = api_calls
-    if cost is not None:
-        columns["estimated_cost_usd"] = cost
-    if desired.tool_call_count is not None:
-        columns["tool_call_count"] = desired.tool_call_count
     if desired.model is not None:
         columns["model"] = desired.model
     if desired.billing_provider is not None:
@@ -318,20 +454,18 @@ def _mirror_columns(
     started = _clamp_time(desired.created_at, context, notes, "created_at", row.started_at if row else None)
     if started is not None:
         columns["started_at"] = started
-    ended = _clamp_time(desired.last_active_at, context, notes, "last_active_at", row.ended_at if row else None)
+    ended = _clamp_time(account.active_at, context, notes, "last_active_at", row.ended_at if row else None)
     if ended is not None and (row is None or row.end_reason in (None, END_REASON)):
         columns["ended_at"] = max(ended, started) if started is not None else ended
         columns["end_reason"] = END_REASON
     return columns
 
 
-def _larger(webui: int | None, agent: int) -> int:
-    return agent if webui is None else max(webui, agent)
-
-
 def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, notes: list[str]) -> dict[str, Any]:
-    """What hermes-agent leaves out of the rows it writes: the chat's real start.
+    """What hermes-agent leaves out of the rows it writes: the chat's real start (and source).
 
+    Not for a continuation: hermes' compression gave it a row of its own,
+    which starts when it did (the chat's creation is the first row's).
     ended_at is hermes' to set on these rows (its end_session writes only
     where it is NULL, and its reasons carry lineage); one this layer set
     before hermes-agent took the chat over is cleared.
@@ -339,19 +473,52 @@ def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, no
     columns: dict[str, Any] = {}
     if row is None:
         return columns
+    if row.source == UNKNOWN_SOURCE:
+        columns["source"] = SOURCE
     if row.end_reason == END_REASON:
         columns.update(ended_at=None, end_reason=None)
-    started = _clamp_time(desired.created_at, context, notes, "created_at")
-    if started is not None and (row.started_at is None or started < row.started_at):
+    if desired.continuation:
+        return columns
+    started = desired.created_at
+    if started is not None and started > context.now:
+        _clamp_time(started, context, notes, "created_at")  # noted; a start in the future is never moved to
+    elif started is not None and (row.started_at is None or started < row.started_at):
         columns["started_at"] = started
     return columns
 
 
+def _unrecorded_turns(unrecorded: Counters) -> dict[str, Any]:
+    """Turns the agent ran without a SessionDB (the WebUI's non-streaming path): added to hermes-agent's totals.
+
+    Its row holds what it recorded itself; the agent hook counted the rest
+    (the ledger), and the record says how much of that is in the row
+    already — counted into the spend of this layer's own row before
+    hermes-agent took it over, or added here before. Added in the same
+    transaction as the record that says so: once.
+    """
+    values = (
+        ("input_tokens", max(0, unrecorded.prompt_tokens - unrecorded.cache_read_tokens - unrecorded.cache_write_tokens)),
+        ("output_tokens", unrecorded.output_tokens),
+        ("cache_read_tokens", unrecorded.cache_read_tokens),
+        ("cache_write_tokens", unrecorded.cache_write_tokens),
+        ("reasoning_tokens", unrecorded.reasoning_tokens),
+        ("api_call_count", unrecorded.api_calls),
+        ("estimated_cost_usd", unrecorded.cost_usd),
+    )
+    return {column: value for column, value in values if value}
+
+
 # Every column a new row is inserted with but its title (apply adds the name it gives), before the chat's own values.
 _NEW_ROW = {
-    **{column: 0 for column in OWNED_COLUMNS},
-    "tool_call_count": 0,
+    "input_tokens": 0,
+    "output_tokens": 0,
+    "cache_read_tokens": 0,
+    "cache_write_tokens": 0,
+    "reasoning_tokens": 0,
     "estimated_cost_usd": None,
+    "api_call_count": 0,
+    "message_count": 0,
+    "tool_call_count": 0,
     "model": None,
     "billing_provider": None,
     "ended_at": None,
@@ -375,7 +542,7 @@ def _same(column: str, want: Any, have: Any) -> bool:
     return False
 
 
-def _with_record(plan: ChatPlan, rec: Record, changes: dict[str, Any]) -> ChatPlan:
+def _with_record(plan: ChatPlan, changes: dict[str, Any]) -> ChatPlan:
     if changes:
         plan.record = changes
     return plan

@@ -4,10 +4,11 @@ The record has to commit atomically with the row it describes — the version
 check and the version update run in the same transaction as the row change,
 so two processes, a restart or a CLI run can never apply an older state
 over a newer one — so it lives in the same database. One row per chat:
-owner, version and digest of the state last applied, a fingerprint of the
-usage columns as last written, the title last written (and the WebUI title
-it stands for), what was written of the transcript, and the usage the agent
-reported that the WebUI does not keep.
+owner, version and digest of the state last applied, the chat's figures as
+last seen and what it spent itself, when it last had activity, the title
+last written (and the WebUI title it stands for), what was written of the
+transcript, and the usage the agent reported (and how much of it is in the
+row already).
 
 ``transcript_chain`` is the fingerprint chain of the messages written; while
 a long rewrite is still deleting the old tail it reads ``"<kept>:<chain>"``
@@ -19,6 +20,11 @@ delete/prune/rename/export`` and ``hermes insights`` ignore it (tested on
 every supported release), and deleting a chat in hermes leaves its record,
 which is how a deletion is told apart from a chat never mirrored.
 
+Its form is versioned (``FORMAT``, per record): a record from an earlier
+release gets the columns it lacks the first time a write transaction runs
+(read as unknown until then); one written by a newer release, or whose
+values are not of their type (edited or damaged by someone), is never
+guessed at — the chat is left alone and the reason counted (``Record.problem``).
 An earlier release kept title and transcript memory in
 ``webui_insights_sync``; it is folded in (owner "mirror") the first time a
 write transaction runs, and read as a fallback until then.
@@ -26,53 +32,67 @@ write transaction runs, and read as a fallback until then.
 
 from __future__ import annotations
 
+import math
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from typing import Any
 
-from .states import Ledger, Record, Version
+from .states import Counters, Ledger, Record, Version
 
-__all__ = ["TABLE", "LEGACY_TABLE", "ensure_table", "record_tables", "read_records", "write_records", "merge"]
+__all__ = [
+    "TABLE",
+    "LEGACY_TABLE",
+    "FORMAT",
+    "ensure_table",
+    "record_tables",
+    "read_records",
+    "write_records",
+    "merge",
+]
 
 TABLE = "webui_insights_chats"
 LEGACY_TABLE = "webui_insights_sync"
-_CREATE = f"""CREATE TABLE IF NOT EXISTS {TABLE} (
-    session_id TEXT PRIMARY KEY,
-    owner TEXT,
-    version_updated REAL,
-    version_observed REAL,
-    digest TEXT,
-    written TEXT,
-    message_count INTEGER NOT NULL DEFAULT 0,
-    title_base TEXT,
-    title_written TEXT,
-    transcript_count INTEGER NOT NULL DEFAULT 0,
-    transcript_chain TEXT,
-    ledger_cache_read INTEGER NOT NULL DEFAULT 0,
-    ledger_cache_write INTEGER NOT NULL DEFAULT 0,
-    ledger_reasoning INTEGER NOT NULL DEFAULT 0,
-    ledger_api_calls INTEGER NOT NULL DEFAULT 0,
-    ledger_prompt INTEGER NOT NULL DEFAULT 0,
-    ledger_completion INTEGER NOT NULL DEFAULT 0,
-    ledger_cost REAL NOT NULL DEFAULT 0,
-    deleted_at REAL,
-    changed_at REAL
-)"""
-_COLUMNS = (
-    "session_id, owner, version_updated, version_observed, digest, written, message_count, title_base, "
-    "title_written, transcript_count, transcript_chain, ledger_cache_read, ledger_cache_write, "
-    "ledger_reasoning, ledger_api_calls, ledger_prompt, ledger_completion, ledger_cost, deleted_at"
+# The form of the records this release writes; an earlier release's are NULL (1) or lower.
+FORMAT = 2
+_OWNERS = frozenset({"mirror", "hermes", "foreign"})
+
+# Every column, in the order this release reads and writes them, with its type.
+_SCHEMA = (
+    ("session_id", "TEXT PRIMARY KEY"),
+    ("owner", "TEXT"),
+    ("version_updated", "REAL"),
+    ("version_observed", "REAL"),
+    ("digest", "TEXT"),
+    ("written", "TEXT"),  # an earlier release's; written NULL, which it reads as "nothing known"
+    ("message_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("title_base", "TEXT"),
+    ("title_written", "TEXT"),
+    ("transcript_count", "INTEGER NOT NULL DEFAULT 0"),
+    ("transcript_chain", "TEXT"),
+    ("ledger_cache_read", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger_cache_write", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger_reasoning", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger_api_calls", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger_prompt", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger_completion", "INTEGER NOT NULL DEFAULT 0"),
+    ("ledger_cost", "REAL NOT NULL DEFAULT 0"),
+    ("deleted_at", "REAL"),
+    ("changed_at", "REAL"),
+    # Added by FORMAT 2 (ALTER TABLE on a table an earlier release made).
+    ("format", "INTEGER"),
+    ("seen", "TEXT"),
+    ("grown", "TEXT"),
+    ("ledger_base", "TEXT"),
+    ("state_growth", "TEXT"),
+    ("active_at", "REAL"),
+    ("ledger_applied", "TEXT"),
 )
-_UPSERT = (
-    f"INSERT OR REPLACE INTO {TABLE} ({_COLUMNS}, changed_at) VALUES "
-    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
-# The same for a record whose transcript, ledger and deletion are the
-# columns' defaults (0 / NULL): the row is the same, with half the values.
-_UPSERT_PLAIN = (
-    f"INSERT OR REPLACE INTO {TABLE} (session_id, owner, version_updated, version_observed, digest, written, "
-    "message_count, title_base, title_written, changed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
+_NAMES = tuple(name for name, _ in _SCHEMA)
+_ADDED = _NAMES[_NAMES.index("format") :]
+_CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    " + ",\n    ".join(f"{n} {t}" for n, t in _SCHEMA) + "\n)"
+_READ = tuple(name for name in _NAMES if name not in ("written", "changed_at"))
+_WRITE = _READ + ("written", "changed_at")
+_UPSERT = f"INSERT OR REPLACE INTO {TABLE} ({', '.join(_WRITE)}) VALUES ({', '.join('?' * len(_WRITE))})"
 _IN_CHUNK = 500  # well under SQLite's bound-parameter limit
 
 
@@ -86,11 +106,23 @@ def record_tables(conn: sqlite3.Connection) -> frozenset[str]:
     )
 
 
+def _columns(conn: sqlite3.Connection) -> frozenset[str]:
+    return frozenset(row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})"))
+
+
 def ensure_table(conn: sqlite3.Connection) -> frozenset[str]:
-    """Create the table (inside the caller's write transaction) and fold in the legacy one; the tables now there."""
+    """Create the table or add the columns it lacks (inside the caller's write transaction), fold in the legacy one.
+
+    Returns the tables now there.
+    """
     present = record_tables(conn)
     if TABLE not in present:
         conn.execute(_CREATE)
+    else:
+        have = _columns(conn)
+        for name, kind in _SCHEMA:
+            if name in _ADDED and name not in have:
+                conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
     if LEGACY_TABLE in present:
         conn.execute(
             f"INSERT OR IGNORE INTO {TABLE} (session_id, owner, title_base, title_written, transcript_count, "
@@ -101,43 +133,103 @@ def ensure_table(conn: sqlite3.Connection) -> frozenset[str]:
     return frozenset({TABLE})
 
 
-def _from_row(values: Sequence[Any]) -> Record:
-    (
-        _sid,
-        owner,
-        v_updated,
-        v_observed,
-        digest,
-        written,
-        message_count,
-        title_base,
-        title_written,
-        transcript_count,
-        transcript_chain,
-        l_read,
-        l_write,
-        l_reasoning,
-        l_calls,
-        l_prompt,
-        l_completion,
-        l_cost,
-        deleted_at,
-    ) = values
-    return Record(
-        owner=owner,
-        version=Version(v_updated, v_observed) if v_updated is not None and v_observed is not None else None,
-        digest=digest,
-        written=written,
-        message_count=message_count or 0,
-        title_base=title_base,
-        title_written=title_written,
-        transcript_count=transcript_count or 0,
-        transcript_chain=transcript_chain,
-        ledger=Ledger(
-            l_read or 0, l_write or 0, l_reasoning or 0, l_calls or 0, l_prompt or 0, l_completion or 0, l_cost or 0.0
-        ),
-        deleted_at=deleted_at,
-    )
+class _Damaged(ValueError):
+    """A stored value that is not of its column's type."""
+
+
+def _real(value: Any, name: str) -> float | None:
+    if value is None:
+        return None
+    if type(value) in (int, float) and math.isfinite(value):
+        return float(value)
+    raise _Damaged(name)
+
+
+def _count(value: Any, name: str) -> int:
+    if value is None:
+        return 0
+    if type(value) is int and value >= 0:
+        return value
+    if type(value) is float and value.is_integer() and value >= 0:
+        return int(value)
+    raise _Damaged(name)
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None or type(value) is str:
+        return value
+    raise _Damaged(name)
+
+
+def encode_figures(values: tuple[Any, ...]) -> str:
+    """Counters or a Ledger as one short text (``repr`` of a float round-trips exactly)."""
+    return "|".join(map(repr, values))
+
+
+def _encoded(values: tuple[Any, ...] | None) -> str | None:
+    return None if values is None else encode_figures(values)
+
+
+def _figures(kind: Any, text: Any, name: str) -> Any:
+    """A ``Counters`` or ``Ledger`` from its text; None for NULL."""
+    if text is None:
+        return None
+    if type(text) is not str:
+        raise _Damaged(name)
+    parts = text.split("|")
+    if len(parts) != len(kind._fields):
+        raise _Damaged(name)
+    values: list[int | float] = []
+    for part, default in zip(parts, kind._field_defaults.values(), strict=True):
+        try:
+            value: int | float = float(part) if type(default) is float else int(part)
+        except ValueError:
+            raise _Damaged(name) from None
+        if not math.isfinite(value) or value < 0:
+            raise _Damaged(name)
+        values.append(value)
+    return kind._make(values)
+
+
+def _from_row(values: dict[str, Any]) -> Record:
+    """A record from its stored values; a ``problem`` instead where they cannot be trusted."""
+    fmt = values.get("format")
+    if type(fmt) is int and fmt > FORMAT:
+        return Record(problem="record_newer_release")
+    try:
+        owner = _text(values["owner"], "owner")
+        if owner is not None and owner not in _OWNERS:
+            raise _Damaged("owner")
+        v_updated = _real(values["version_updated"], "version_updated")
+        v_observed = _real(values["version_observed"], "version_observed")
+        return Record(
+            owner=owner,  # type: ignore[arg-type]
+            version=Version(v_updated, v_observed) if v_updated is not None and v_observed is not None else None,
+            digest=_text(values["digest"], "digest"),
+            message_count=_count(values["message_count"], "message_count"),
+            title_base=_text(values["title_base"], "title_base"),
+            title_written=_text(values["title_written"], "title_written"),
+            transcript_count=_count(values["transcript_count"], "transcript_count"),
+            transcript_chain=_text(values["transcript_chain"], "transcript_chain"),
+            ledger=Ledger(
+                _count(values["ledger_cache_read"], "ledger"),
+                _count(values["ledger_cache_write"], "ledger"),
+                _count(values["ledger_reasoning"], "ledger"),
+                _count(values["ledger_api_calls"], "ledger"),
+                _count(values["ledger_prompt"], "ledger"),
+                _count(values["ledger_completion"], "ledger"),
+                _real(values["ledger_cost"], "ledger") or 0.0,
+            ),
+            deleted_at=_real(values["deleted_at"], "deleted_at"),
+            seen=_figures(Counters, values.get("seen"), "seen"),
+            grown=_figures(Counters, values.get("grown"), "grown"),
+            ledger_base=_figures(Counters, values.get("ledger_base"), "ledger_base"),
+            state_growth=_figures(Counters, values.get("state_growth"), "state_growth"),
+            active_at=_real(values.get("active_at"), "active_at"),
+            ledger_applied=_figures(Ledger, values.get("ledger_applied"), "ledger_applied"),
+        )
+    except _Damaged:
+        return Record(problem="record_damaged")
 
 
 def read_records(
@@ -152,11 +244,15 @@ def read_records(
     present = record_tables(conn) if tables is None else tables
     found: dict[str, Record] = {}
     if TABLE in present:
+        have = _columns(conn)
+        names = [name for name in _READ if name in have]  # a table an earlier release made lacks some
         for start in range(0, len(ids), _IN_CHUNK):
             chunk = ids[start : start + _IN_CHUNK]
             marks = ",".join("?" * len(chunk))
-            for values in conn.execute(f"SELECT {_COLUMNS} FROM {TABLE} WHERE session_id IN ({marks})", chunk):
-                found[values[0]] = _from_row(values)
+            query = f"SELECT {', '.join(names)} FROM {TABLE} WHERE session_id IN ({marks})"
+            for values in conn.execute(query, chunk):
+                stored = dict(zip(names, values, strict=True))
+                found[stored["session_id"]] = _from_row(stored)
     if LEGACY_TABLE in present:
         missing = [i for i in ids if i not in found]
         for start in range(0, len(missing), _IN_CHUNK):
@@ -184,30 +280,41 @@ def merge(record: Record | None, changes: dict[str, Any]) -> Record:
     return record._replace(**changes)
 
 
+def _stored(session_id: str, r: Record, now: float) -> tuple[Any, ...]:
+    """A record's values in ``_WRITE``'s order."""
+    version = r.version
+    ledger = r.ledger
+    return (
+        session_id,
+        r.owner,
+        version.updated_at if version is not None else None,
+        version.observed if version is not None else None,
+        r.digest,
+        r.message_count,
+        r.title_base,
+        r.title_written,
+        r.transcript_count,
+        r.transcript_chain,
+        ledger.cache_read_tokens,
+        ledger.cache_write_tokens,
+        ledger.reasoning_tokens,
+        ledger.api_calls,
+        ledger.prompt_tokens,
+        ledger.completion_tokens,
+        ledger.cost_usd,
+        r.deleted_at,
+        FORMAT,
+        _encoded(r.seen),
+        _encoded(r.grown),
+        _encoded(r.ledger_base),
+        _encoded(r.state_growth),
+        r.active_at,
+        _encoded(r.ledger_applied),
+        None,  # written
+        now,
+    )
+
+
 def write_records(conn: sqlite3.Connection, records: Iterable[tuple[str, Record]], now: float) -> None:
-    """Store whole records (inside the caller's write transaction).
-
-    Most records (every chat of a first backfill) have no transcript,
-    ledger or deletion yet: those are written without the columns that
-    keep their defaults, which binds half the values (a backfill writes
-    tens of thousands a second).
-    """
-    plain: list[tuple[Any, ...]] = []
-    full: list[tuple[Any, ...]] = []
-    for session_id, r in records:
-        version = r[1]
-        # owner, version (2 columns), digest, written, message_count, title_base, title_written
-        head = (session_id, r[0], *(version if version is not None else _NO_VERSION), *r[2:7])
-        if r[7:] == _DEFAULT_TAIL:
-            plain.append((*head, now))
-        else:  # transcript_count, transcript_chain, the ledger (7 columns), deleted_at
-            full.append((*head, r[7], r[8], *r[9], r[10], now))
-    if plain:
-        conn.executemany(_UPSERT_PLAIN, plain)
-    if full:
-        conn.executemany(_UPSERT, full)
-
-
-_NO_VERSION = (None, None)
-# transcript_count, transcript_chain, ledger, deleted_at as the table's defaults have them
-_DEFAULT_TAIL = Record()[7:]
+    """Store whole records (inside the caller's write transaction, after ``ensure_table``)."""
+    conn.executemany(_UPSERT, [_stored(session_id, r, now) for session_id, r in records])

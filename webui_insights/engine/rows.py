@@ -10,8 +10,10 @@ count) and how many live messages it has.
 
 from __future__ import annotations
 
+import math
 import sqlite3
 from collections.abc import Iterable
+from typing import Any
 
 from .states import Row
 
@@ -25,11 +27,28 @@ _AGENT_MARKS = (
     "(system_prompt IS NOT NULL OR CASE WHEN json_valid(model_config) THEN "
     "json_remove(model_config, '$._delegate_from', '$._branched_from') NOT IN ('{}', 'null') ELSE 0 END)"
 )
-_COLUMNS = (
-    "id, source, title, model, billing_provider, started_at, ended_at, end_reason, message_count, tool_call_count, "
-    "input_tokens, output_tokens, cache_read_tokens, cache_write_tokens, reasoning_tokens, "
-    f"estimated_cost_usd, api_call_count, {_AGENT_MARKS}"
+# The columns read, in Row's field order after the id (the marks last).
+_NAMES = (
+    "id",
+    "source",
+    "title",
+    "model",
+    "billing_provider",
+    "started_at",
+    "ended_at",
+    "end_reason",
+    "message_count",
+    "tool_call_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "estimated_cost_usd",
+    "api_call_count",
 )
+assert _NAMES[1:] == Row._fields[: len(_NAMES) - 1]
+_COLUMNS = ", ".join(_NAMES) + f", {_AGENT_MARKS}"
 _IN_CHUNK = 500
 
 
@@ -58,24 +77,55 @@ def read_rows(conn: sqlite3.Connection, session_ids: Iterable[str], *, active: b
             ).fetchall()
         )
         for values in found:
-            rows[values[0]] = Row(
-                source=values[1],
-                title=values[2],
-                model=values[3],
-                billing_provider=values[4],
-                started_at=values[5],
-                ended_at=values[6],
-                end_reason=values[7],
-                message_count=values[8] or 0,
-                tool_call_count=values[9] or 0,
-                input_tokens=values[10] or 0,
-                output_tokens=values[11] or 0,
-                cache_read_tokens=values[12] or 0,
-                cache_write_tokens=values[13] or 0,
-                reasoning_tokens=values[14] or 0,
-                estimated_cost_usd=values[15],
-                api_call_count=values[16] or 0,
-                agent_marks=bool(values[17]),
-                live_messages=counts.get(values[0], 0),
-            )
+            rows[values[0]] = _row(values, counts.get(values[0], 0))
     return rows
+
+
+def _positions(*names: str) -> tuple[tuple[int, str], ...]:
+    return tuple((_NAMES.index(name), name) for name in names)
+
+
+# Columns by the type the rule reads them as.
+_TEXT = _positions("source", "title", "model", "billing_provider", "end_reason")
+_REALS = _positions("started_at", "ended_at", "estimated_cost_usd")
+_COUNTS = _positions(
+    "message_count",
+    "tool_call_count",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "api_call_count",
+)
+_SOURCE = _NAMES.index("source")
+_MARKS = len(_NAMES)
+
+
+def _row(values: tuple[Any, ...], live_messages: int) -> Row:
+    """A row as the rule reads it; a value not of its column's type (someone else wrote it) reads as unknown.
+
+    Such a column is named in ``bad_values`` (the plan counts it): on a row
+    this layer writes, the plan then sets it right; on hermes-agent's own
+    rows it is left as it is (only ``started_at`` is ever written there).
+    """
+    clean = list(values)
+    bad: list[str] = []
+    for at, name in _TEXT:
+        value = clean[at]
+        if value is not None and type(value) is not str:
+            clean[at] = None if at != _SOURCE else repr(value)  # a source that is not text is not "webui"
+            bad.append(name)
+    for at, name in _REALS:
+        value = clean[at]
+        if value is not None and (type(value) not in (int, float) or not math.isfinite(value)):
+            clean[at] = None
+            bad.append(name)
+    for at, name in _COUNTS:
+        value = clean[at]
+        if value is None:
+            clean[at] = 0
+        elif type(value) is not int:
+            clean[at] = 0
+            bad.append(name)
+    return Row(*clean[1:_MARKS], agent_marks=bool(clean[_MARKS]), live_messages=live_messages, bad_values=tuple(bad))

@@ -5,8 +5,9 @@
 - ``Row``: the chat's ``sessions`` row as state.db holds it now;
 - ``Record``: what this layer remembers about the chat, kept in state.db
   beside the row (see ``records``): who writes the row, the version last
-  applied, the title it last wrote, the transcript it wrote, and the usage
-  the agent reported that the WebUI does not keep.
+  applied, the chat's figures as last seen and what of them was spent in
+  this chat (``Counters``), the title it last wrote, the transcript it
+  wrote, and the usage the agent reported that the WebUI does not keep.
 
 Nothing here does I/O; ``plan`` turns the three into the changes to make.
 """
@@ -21,11 +22,11 @@ __all__ = [
     "Owner",
     "Version",
     "Ledger",
+    "Counters",
     "Desired",
     "Row",
     "Record",
     "OWNED_COLUMNS",
-    "row_digest",
     "same_state",
 ]
 
@@ -79,6 +80,79 @@ class Ledger(NamedTuple):
             return self
         return Ledger._make(a + b for a, b in zip(self, other, strict=True))
 
+    def beyond(self, other: Ledger) -> Ledger:
+        """What this ledger holds beyond ``other`` (never negative): increments not yet accounted for."""
+        return Ledger._make(max(0, a - b) for a, b in zip(self, other, strict=True))
+
+
+class Counters(NamedTuple):
+    """A chat's cumulative figures as the WebUI keeps them (prompt tokens include cached ones).
+
+    The record keeps the figures as last seen and how far they grew in
+    the chat, so that a row only ever shows spend (see ``plan``): figures
+    that go down (a turn removed, an agent rebuilt) leave what was spent;
+    figures a chat inherited (a duplicate, an import) were spent elsewhere.
+    ``None`` in the WebUI ("not known") counts as 0 here.
+    """
+
+    prompt_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    reasoning_tokens: int = 0
+    api_calls: int = 0
+    cost_usd: float = 0.0
+    messages: int = 0
+    tool_calls: int = 0
+
+    @classmethod
+    def of(cls, desired: Desired) -> Counters:
+        return tuple.__new__(
+            cls,
+            (
+                desired.input_tokens,
+                desired.output_tokens,
+                desired.cache_read_tokens or 0,
+                desired.cache_write_tokens or 0,
+                desired.reasoning_tokens or 0,
+                desired.api_call_count or 0,
+                desired.estimated_cost_usd or 0.0,
+                desired.message_count,
+                desired.tool_call_count or 0,
+            ),
+        )
+
+    @classmethod
+    def of_ledger(cls, ledger: Ledger) -> Counters:
+        """What the agent counted, as the same figures (it counts no messages)."""
+        return tuple.__new__(
+            cls,
+            (
+                ledger.prompt_tokens,
+                ledger.completion_tokens,
+                ledger.cache_read_tokens,
+                ledger.cache_write_tokens,
+                ledger.reasoning_tokens,
+                ledger.api_calls,
+                ledger.cost_usd,
+                0,
+                0,
+            ),
+        )
+
+    def growth(self, before: Counters) -> Counters:
+        """How much each figure grew since ``before`` (never negative): also, each less ``before``'s, floored at 0."""
+        return Counters._make(max(0, a - b) for a, b in zip(self, before, strict=True))
+
+    def larger(self, other: Counters) -> Counters:
+        return Counters._make(max(a, b) for a, b in zip(self, other, strict=True))
+
+    def plus(self, other: Counters) -> Counters:
+        return Counters._make(a + b for a, b in zip(self, other, strict=True))
+
+
+ZERO = Counters()
+
 
 class Desired(NamedTuple):
     """A chat as the WebUI has it. Token counts follow the WebUI: input includes cached prompt tokens.
@@ -109,6 +183,12 @@ class Desired(NamedTuple):
     ledger: Ledger | None = None
     # The chat's messages (as the WebUI keeps them), when transcripts are mirrored.
     transcript: tuple[Any, ...] | None = None
+    # The oldest message's time: a chat whose messages predate it (created_at) was
+    # made from another chat's (a duplicate, an import): their spend is not its own.
+    earliest_message_at: float | None = None
+    # The chat continues another session (hermes' compression gave it a new id):
+    # its row starts at its own first call, not at the chat's creation.
+    continuation: bool = False
     # Names the state (not its version): equal digests are the same chat state. Set by ``of``.
     digest: str = ""
 
@@ -162,9 +242,7 @@ def same_state(recorded: str | None, desired: Desired) -> bool:
     return not recorded.startswith(_DIGEST_MARK) and recorded == _repr_digest(desired)
 
 
-# The columns a mirror-owned row gets from the chat, and whose values the
-# record keeps as written: a row whose values differ from them was written
-# by someone else (hermes-agent took the chat over).
+# The usage columns of a row, in the order a new row is inserted with them.
 OWNED_COLUMNS = (
     "input_tokens",
     "output_tokens",
@@ -175,35 +253,6 @@ OWNED_COLUMNS = (
     "api_call_count",
     "message_count",
 )
-
-
-def written_key(
-    input_tokens: Any,
-    output_tokens: Any,
-    cache_read_tokens: Any,
-    cache_write_tokens: Any,
-    reasoning_tokens: Any,
-    estimated_cost_usd: Any,
-    api_call_count: Any,
-    message_count: Any,
-) -> str:
-    """The owned columns' values as one short string (what the record keeps; REAL noise rounded away)."""
-    cost = float(estimated_cost_usd or 0.0)
-    return (
-        f"{input_tokens or 0}|{output_tokens or 0}|{cache_read_tokens or 0}|{cache_write_tokens or 0}|"
-        f"{reasoning_tokens or 0}|{cost:.9f}|{api_call_count or 0}|{message_count or 0}"
-    )
-
-
-def row_digest(values: dict[str, Any]) -> str:
-    """``written_key`` of a dict of column values (a new row, or a row with its updates)."""
-    get = values.get
-    cost = float(get("estimated_cost_usd") or 0.0)
-    return (
-        f"{get('input_tokens') or 0}|{get('output_tokens') or 0}|{get('cache_read_tokens') or 0}|"
-        f"{get('cache_write_tokens') or 0}|{get('reasoning_tokens') or 0}|{cost:.9f}|"
-        f"{get('api_call_count') or 0}|{get('message_count') or 0}"
-    )
 
 
 class Row(NamedTuple):
@@ -229,21 +278,8 @@ class Row(NamedTuple):
     agent_marks: bool = False
     # Live messages in the messages table for this chat.
     live_messages: int = 0
-
-    def owned_values(self) -> dict[str, Any]:
-        return {column: getattr(self, column) for column in OWNED_COLUMNS}
-
-    def written_key(self) -> str:
-        return written_key(
-            self.input_tokens,
-            self.output_tokens,
-            self.cache_read_tokens,
-            self.cache_write_tokens,
-            self.reasoning_tokens,
-            self.estimated_cost_usd,
-            self.api_call_count,
-            self.message_count,
-        )
+    # Columns whose stored value was not of their type (written by someone else): read as unknown.
+    bad_values: tuple[str, ...] = ()
 
 
 class Record(NamedTuple):
@@ -252,14 +288,38 @@ class Record(NamedTuple):
     owner: Owner | None = None
     version: Version | None = None
     digest: str | None = None  # Desired.digest() of the state last applied
-    written: str | None = None  # written_key of the owned columns as last written
-    message_count: int = 0  # the WebUI's message count last applied
+    message_count: int = 0  # the WebUI's message count last applied (what an earlier release judged turns by)
     title_base: str | None = None
     title_written: str | None = None
     transcript_count: int = 0
     transcript_chain: str | None = None
     ledger: Ledger = Ledger()
     deleted_at: float | None = None
+    # The chat's figures as last seen (None: not yet, or kept by an earlier release that did not).
+    seen: Counters | None = None
+    # How far the figures grew in this chat, every growth added (None: the same as ``seen``, as for
+    # most chats): what the WebUI says it spent, a drop or what it inherited not taken off.
+    grown: Counters | None = None
+    # ``grown`` when the agent hook first reported usage for the chat (None: it has not): what the
+    # WebUI counted before the ledger did. The chat spent the larger of ``grown`` and this + ledger.
+    ledger_base: Counters | None = None
+    # What the state last applied grew by, while the ledger has not started (it may bring that state's run).
+    state_growth: Counters | None = None
+    # When the chat last had activity (spend or messages that grew): the row's ended_at.
+    active_at: float | None = None
+    # The part of the ledger already in the row (None: all of it). Only a row hermes-agent writes
+    # (and a stale state's increments) leaves some out: what it did not record is added to it.
+    ledger_applied: Ledger | None = None
+    # Why this record cannot be used (damaged, or written by a newer release): the chat is left alone.
+    problem: str | None = None
+
+    @property
+    def growth_total(self) -> Counters | None:
+        return self.seen if self.grown is None else self.grown
+
+    @property
+    def applied(self) -> Ledger:
+        return self.ledger if self.ledger_applied is None else self.ledger_applied
 
     @property
     def title_memory(self) -> tuple[str | None, str | None] | None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from ..snapshot import InvalidSnapshot, UsageSnapshot, build_snapshot, describe, last_message_time
+from ..snapshot import InvalidSnapshot, UsageSnapshot, build_snapshot, describe, is_continuation, last_message_time
 
 __all__ = ["WebUISessionAdapter", "webui_session_adapter"]
 
@@ -102,6 +102,8 @@ class WebUISessionAdapter:
             getattr(session, "model_provider", None),
             messages if type(messages) is list else None,
             observed,
+            None,  # found on the writer thread, in ``messages``
+            is_continuation(getattr(session, "parent_session_id", None), getattr(session, "session_source", None)),
         )
 
 

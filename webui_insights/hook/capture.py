@@ -129,10 +129,13 @@ class Capture:
             sid = snapshot.session_id
             if not self.fast and key is not None and self._known(sid, key):
                 return None
-            self._remember(sid, key)
-            if snapshot.is_blank:
+            if snapshot.is_blank and sid not in self.gate:
+                # Nothing in it and never sent: a new chat's first saves (HEAD saves a
+                # provisional title before its agent runs). A chat already sent is
+                # followed through such a state (cleared, then renamed).
                 self.stats.skip("blank")
                 return None
+            self._remember(sid, key)
             ledger, writes = self.agent.take(sid)
             snapshot = snapshot._replace(observed=_order.stamp(), ledger=ledger, agent_writes=writes)
         for note in snapshot.notes:
@@ -191,6 +194,17 @@ class Capture:
                     del gate[next(iter(gate))]
                 except (StopIteration, KeyError, RuntimeError):
                     pass
+
+    def drop_agent_usage(self, session: Any) -> None:
+        """A save while mirroring is off: what the agent counted for the chat goes with it, unrecorded.
+
+        The usage the agent hook counts belongs to the save that follows the
+        run: kept past that save, it would reach a later state whose figures
+        (read from the file meanwhile) may already hold it.
+        """
+        sid = getattr(session, "session_id", None)
+        if type(sid) is str and self.agent.has_news(sid):
+            self.agent.take(sid)
 
     def forget_chat(self, session_id: str) -> None:
         """An update of this chat was given up: let its next save through, even if unchanged."""

@@ -192,6 +192,7 @@ def _capture(session: Any, state: _Installation, switch: Switch, chosen: Capture
     if not switch.enabled():
         next(cap.saves_seen)
         next(cap.skipped_disabled)
+        cap.drop_agent_usage(session)
         return False
     snapshot = cap.take(session)
     if snapshot is None:
@@ -206,20 +207,21 @@ def _make_save_wrapper(state: _Installation, cap: Capture) -> Callable[..., Any]
     by the capture's gate before any snapshot is built.
     """
     switch_enabled = state.switch.enabled  # install() sets the switch before it wraps
-    take = cap.take
+    take, drop_agent_usage = cap.take, cap.drop_agent_usage
     skipped_disabled, saves_seen = cap.skipped_disabled, cap.saves_seen
 
     def save_wrapper(wrapped: Callable[..., Any], instance: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
         result = wrapped(*args, **kwargs)
         try:
-            if not switch_enabled():
-                next(saves_seen)
-                next(skipped_disabled)
-                return result
             # A method's session is ``self``; a static or class method's, its first argument.
             session = (
                 instance if instance is not None and not isinstance(instance, type) else (args[0] if args else None)
             )
+            if not switch_enabled():
+                next(saves_seen)
+                next(skipped_disabled)
+                drop_agent_usage(session)
+                return result
             snapshot = take(session)  # None for a save with nothing new: almost every save
             if snapshot is not None:
                 state.get_writer().submit(snapshot)
