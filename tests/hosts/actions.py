@@ -223,7 +223,7 @@ class _Driver:
         result: Any = None
         try:
             if kind == "stream":
-                result = self.server.chat_stream(chat.session_id, message)
+                result = self.server.chat_stream(chat.session_id, message, **self.server.model_fields())
                 if result.ended_by not in ("done", "stream_end"):
                     self.errors.append(f"{chat.key}: stream ended by {result.ended_by}: {result.events[-2:]}")
             else:
@@ -250,7 +250,7 @@ class _Driver:
         release = self.fake.hold_next_call(skip=1)
         before, mark = self._length(chat), self.fake.snapshot()
         chat.turn_started.append(time.time())
-        stream_id = self.server.start_stream(chat.session_id, message)
+        stream_id = self.server.start_stream(chat.session_id, message, **self.server.model_fields())
         box: dict[str, Any] = {}
 
         def read() -> None:

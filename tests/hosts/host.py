@@ -81,6 +81,7 @@ class HostTraits:
     profile_switch_cookie: bool  # per-client profile switch via cookie (else process-wide)
     llm_titles: bool  # asks the LLM for a title after the first streaming turn
     routes: frozenset[str] = frozenset()  # every "/api/..." path the host's routes.py answers
+    sends_model_provider: bool = False  # its front end sends model_provider with each chat start
 
     @classmethod
     def read(cls, src: Path) -> HostTraits:
@@ -96,11 +97,19 @@ class HostTraits:
             profile_switch_cookie="build_profile_cookie" in routes,
             llm_titles="_run_background_title_update" in streaming,
             routes=frozenset(re.findall(r"""["'](/api/[A-Za-z0-9_/-]+)["']""", routes)),
+            sends_model_provider="model_provider" in _read(src / "static" / "messages.js"),
         )
 
     def has_route(self, path: str) -> bool:
         """The host answers ``path`` (read from its ``api/routes.py``, not from its version)."""
         return path in self.routes
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def copy_host(src: Path, dest: Path) -> Path:
@@ -544,9 +553,16 @@ class HostServer:
         payload = {"workspace": str(self.world.workspace), **body}
         return dict(self.request("POST", "/api/session/new", payload)["session"])
 
-    def chat_stream(self, session_id: str, message: str, timeout: float = 120.0) -> StreamResult:
+    def chat_stream(self, session_id: str, message: str, timeout: float = 120.0, **body: Any) -> StreamResult:
         """One streaming turn, as the browser sends it; returns when the stream ends."""
-        return self.read_stream(self.start_stream(session_id, message), timeout=timeout)
+        return self.read_stream(self.start_stream(session_id, message, **body), timeout=timeout)
+
+    def model_fields(self, provider: str = "custom") -> dict[str, str]:
+        """The model fields the host's front end sends with a chat start (HEAD adds the provider)."""
+        fields = {"model": self.world.model}
+        if self.traits.sends_model_provider:
+            fields["model_provider"] = provider
+        return fields
 
     def start_stream(self, session_id: str, message: str | None, **body: Any) -> str:
         """``POST /api/chat/start`` alone (read it with :meth:`read_stream`); returns the stream id."""
