@@ -35,7 +35,14 @@ from hosts.host import SKIP_HINT, host_id, host_sources
 HOSTS = host_sources()
 pytestmark = pytest.mark.real_host if HOSTS else pytest.mark.real_host_hint
 
-SPEND = ("input_tokens", "cache_read_tokens", "cache_write_tokens", "output_tokens", "estimated_cost_usd", "api_call_count")
+SPEND = (
+    "input_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "output_tokens",
+    "estimated_cost_usd",
+    "api_call_count",
+)
 
 
 # ── the one run per host ──────────────────────────────────────────────────────
@@ -94,7 +101,9 @@ class Check:
     def eq(self, label: str, actual: Any, expected: Any) -> None:
         if isinstance(expected, float) or isinstance(actual, float):
             ok = (not actual and not expected) or (
-                actual is not None and expected is not None and math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-9)
+                actual is not None
+                and expected is not None
+                and math.isclose(actual, expected, rel_tol=1e-6, abs_tol=1e-9)
             )
         else:
             ok = actual == expected
@@ -133,11 +142,17 @@ def check_removed_turns_counted(c: Check, r: ActionsResult, action: str, chat: s
         return
     if before is not None:
         for column in ("input_tokens", "output_tokens", "api_call_count", "message_count"):
-            c.ok((row[column] or 0) >= (before[column] or 0), f"{action}: {column} went down {before[column]} → {row[column]}")
+            c.ok(
+                (row[column] or 0) >= (before[column] or 0),
+                f"{action}: {column} went down {before[column]} → {row[column]}",
+            )
     if hermes_writes(r) and "stream" in r.chats[chat].turns:
         # hermes-agent's own row, untouched: its count is the messages it appended (its messages rows)
-        c.eq(f"{action}: message_count (hermes-agent's, = its messages rows)", row["message_count"],
-             r.step(action).message_rows.get(r.sid(chat), 0))
+        c.eq(
+            f"{action}: message_count (hermes-agent's, = its messages rows)",
+            row["message_count"],
+            r.step(action).message_rows.get(r.sid(chat), 0),
+        )
     else:
         c.eq(f"{action}: message_count (messages ever added)", row["message_count"], r.step(action).n_added[chat])
 
@@ -178,15 +193,20 @@ def test_a_streaming_turn_is_counted_once_in_hermes_terms(run: ActionsResult) ->
         c.eq("title (the WebUI's)", row["title"], data.get("title"))
         c.eq("started_at (the chat's created_at)", row["started_at"], data.get("created_at"))
         if hermes_writes(r):
-            c.eq("message_count (hermes-agent's, = its messages rows)", row["message_count"],
-                 r.step("stream").message_rows.get(r.sid("stream")))
+            c.eq(
+                "message_count (hermes-agent's, = its messages rows)",
+                row["message_count"],
+                r.step("stream").message_rows.get(r.sid("stream")),
+            )
             c.eq("ended_at (hermes-agent's: not closed yet)", row["ended_at"], None)
         else:
             c.eq("message_count", row["message_count"], r.step("stream").n_added["stream"])
             last_turn = r.chats["stream"].turn_started[-1]
             ended = row["ended_at"] or 0.0
-            c.ok(last_turn - 1.0 <= ended <= r.step("stream").at,
-                 f"ended_at {ended} is not the last activity (last turn began {last_turn})")
+            c.ok(
+                last_turn - 1.0 <= ended <= r.step("stream").at,
+                f"ended_at {ended} is not the last activity (last turn began {last_turn})",
+            )
     c.done()
 
 
@@ -206,7 +226,11 @@ def test_a_non_streaming_turn_is_added_to_a_row_hermes_agent_writes(run: Actions
     """HEAD: hermes-agent wrote the streaming turn; the /api/chat turn's tokens, cost and calls are added."""
     r = run
     c = Check(r, "a streaming turn, then an /api/chat turn")
-    c.spend("row after the streaming turn", row_at(r, "mixed_stream", "mixed"), spend(r, calls_at(r, "mixed", "mixed_stream")))
+    c.spend(
+        "row after the streaming turn",
+        row_at(r, "mixed_stream", "mixed"),
+        spend(r, calls_at(r, "mixed", "mixed_stream")),
+    )
     c.spend("row after the /api/chat turn", row_at(r, "mixed", "mixed"), spend(r, calls_at(r, "mixed", "mixed")))
     c.spend("row at the end", r.rows_final.get(r.sid("mixed")), spend(r, r.chats["mixed"].calls))
     c.done()
@@ -220,7 +244,9 @@ def test_a_cancelled_turn_counts_the_calls_made_and_nothing_twice(run: ActionsRe
     c.ok(r.step("cancel").note.get("cancel", {}).get("cancelled") is True, f"the cancel: {r.step('cancel').note}")
     c.eq("calls cut off by the cancel (no usage delivered)", len(k.cut_calls), 1)
     c.spend("row after the cancel", row_at(r, "cancel", "cancel"), spend(r, calls_at(r, "cancel", "cancel")))
-    c.spend("row after the next turn", row_at(r, "cancel_after", "cancel"), spend(r, calls_at(r, "cancel", "cancel_after")))
+    c.spend(
+        "row after the next turn", row_at(r, "cancel_after", "cancel"), spend(r, calls_at(r, "cancel", "cancel_after"))
+    )
     c.spend("row at the end", r.rows_final.get(k.session_id), spend(r, k.calls))
     c.done()
 
@@ -405,14 +431,18 @@ def test_automatic_compression_counts_the_spend_once(run: ActionsResult) -> None
         c.spend(f"child row {when}", child, spend(r, child_calls))
         c.eq(f"parent end_reason {when}", (parent or {}).get("end_reason"), "compression")
         c.eq(f"child parent_session_id {when}", (child or {}).get("parent_session_id"), parent_id)
+        created = (file_at(r, "compress", "compress") or {}).get("created_at")
         c.ok(
             (child or {}).get("started_at", 0) >= z.turn_started[3] - 1e-3,
             f"child started_at {when} {(child or {}).get('started_at')} moved back before the compression "
-            f"(turn began {z.turn_started[3]}, chat created {(file_at(r, 'compress', 'compress') or {}).get('created_at')})",
+            f"(the compressing turn began {z.turn_started[3]}, the chat was created {created})",
         )
         lineage = [x for x in rows.values() if x["id"] in (parent_id, child_id) or x.get("parent_session_id") in z.ids]
-        c.eq(f"input tokens of the whole lineage {when} (each call once)",
-             sum(x["input_tokens"] or 0 for x in lineage), every["input_tokens"])
+        c.eq(
+            f"input tokens of the whole lineage {when} (each call once)",
+            sum(x["input_tokens"] or 0 for x in lineage),
+            every["input_tokens"],
+        )
     c.done()
 
 
@@ -480,7 +510,10 @@ def test_a_cli_session_deleted_in_hermes_comes_back_as_a_webui_row_with_its_next
     c.eq("row after the delete", r.step("import_cli_deleted").row(sid), None)
     data = file_at(r, "import_cli_after_delete", "cli") or {}
     new_turn = spend(r, calls_at(r, "cli", "import_cli_after_delete", "import_cli_deleted"))
-    for when, row in (("after the next turn", r.step("import_cli_after_delete").row(sid)), ("at the end", r.rows_final.get(sid))):
+    for when, row in (
+        ("after the next turn", r.step("import_cli_after_delete").row(sid)),
+        ("at the end", r.rows_final.get(sid)),
+    ):
         c.eq(f"source {when}", (row or {}).get("source"), "webui")
         c.eq(f"title {when} (the WebUI's)", (row or {}).get("title"), data.get("title"))
         c.spend(f"row {when} (the new turn's spend: the rest went with the deleted row)", row, new_turn)
@@ -559,8 +592,10 @@ def test_hermes_sessions_list_shows_every_chat_once_with_its_title(run: ActionsR
         shown = listed.get(sid, [])
         c.eq(f"{key}: times listed", len(shown), 1)
         if shown and title:
-            c.ok(shown[0] == title or (len(shown[0]) >= 25 and title.startswith(shown[0])),
-                 f"{key}: listed as {shown[0]!r}, expected {title!r}")
+            c.ok(
+                shown[0] == title or (len(shown[0]) >= 25 and title.startswith(shown[0])),
+                f"{key}: listed as {shown[0]!r}, expected {title!r}",
+            )
     for key in ("new", "deleted"):
         c.ok(r.sid(key) not in listed, f"{key}: listed although it has no row")
     if "duplicate_turn" in r.skipped:

@@ -623,7 +623,7 @@ class HostServer:
         return dict(self.request("GET", f"/api/chat/cancel?stream_id={stream_id}"))
 
     def regenerate(self, session_id: str, timeout: float = 120.0) -> StreamResult:
-        """HEAD's Regenerate button: ``/api/chat/start`` with ``regenerate`` and the revision ``GET /api/session`` gave."""
+        """HEAD's Regenerate button: ``/api/chat/start`` with ``regenerate`` and ``GET /api/session``'s revision."""
         revision = self.session_api(session_id).get("regeneration_revision")
         stream_id = self.start_stream(session_id, None, regenerate=True, regeneration_revision=revision)
         return self.read_stream(stream_id, timeout=timeout)
