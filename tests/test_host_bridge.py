@@ -125,3 +125,38 @@ def test_the_takeover_can_be_declined(bridge_dir: Path, hermes_home: Path) -> No
 def test_a_host_without_the_bridge_is_fine(hermes_home: Path) -> None:
     assert installer.install(target=TARGET, enabled=True) is True
     assert not any(h.startswith("bridge:") for h in webui_insights.stats()["hooks"])
+
+
+OLD_BRIDGE = BRIDGE.split("def sync_session_title")[0]  # v0.50.12's bridge: no title function
+
+
+def test_a_bridge_function_the_host_does_not_have_is_normal_and_logs_nothing(
+    bridge_dir: Path, hermes_home: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    (bridge_dir / "api" / "state_sync.py").write_text(textwrap.dedent(OLD_BRIDGE))
+    caplog.set_level("DEBUG", logger="webui_insights")
+    bridge = importlib.import_module("api.state_sync")
+    installer.install(target=TARGET, enabled=True)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= 30] == []
+    assert any("no sync_session_title" in r.getMessage() for r in caplog.records)  # said, at debug
+    hooks = set(webui_insights.stats()["hooks"])
+    assert {"bridge:sync_session_start", "bridge:sync_session_usage"} <= hooks
+    assert "bridge:sync_session_title" not in hooks
+    assert (bridge.sync_session_start("abcdefabcdef"), bridge.sync_session_usage("abcdefabcdef")) == (None, None)
+
+
+def test_a_real_failure_to_wrap_a_bridge_function_is_still_reported(
+    bridge_dir: Path, hermes_home: Path, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    importlib.import_module("api.state_sync")
+
+    def broken(module: Any, path: str, wrapper_fn: Any) -> Any:
+        if path == "sync_session_title":
+            raise RuntimeError("wrapt refused")
+        return real_apply(module, path, wrapper_fn)
+
+    real_apply = installer.apply_patch
+    monkeypatch.setattr(installer, "apply_patch", broken)
+    installer.install(target=TARGET, enabled=True)
+    reported = [r.getMessage() for r in caplog.records if r.levelno >= 30]
+    assert any("cannot wrap api.state_sync:sync_session_title" in m and "wrapt refused" in m for m in reported)

@@ -28,7 +28,15 @@ What it answers (everything else is 404, so hermes-agent's local-server probes
 ``queue_tool_call()`` makes the next chat call answer with one tool call
 instead of text (default the ``todo`` tool with no arguments: a harmless read
 of the agent's in-memory task list that works offline); the agent runs it and
-calls again, and that call gets the text reply.
+calls again, and that call gets the text reply. ``queue_tool_call(usage=...)``
+reports other usage for that one call (a big prompt makes hermes-agent
+compress the context right after it). ``hold_next_call()`` makes the next
+chat call hang until it is released (or 30 s), then drops the connection
+unanswered: a turn a test can cancel mid-stream, whose cut-off call reports
+no usage to anyone. A context-compression summary request
+(hermes-agent's summariser) is answered as kind ``"aux"``: it is no chat turn.
+Every call keeps the usage it reported and whether it was delivered
+(``Call.completed``), so a test adds up exactly what a client was told.
 
 Use it as a context manager or ``start()``/``stop()``; every wait is bounded.
 """
@@ -78,13 +86,16 @@ class Usage:
 class Call:
     """One request the fake answered (for assertions and debugging)."""
 
-    kind: str  # "chat" | "title" | "tool_call"
+    kind: str  # "chat" | "title" | "tool_call" | "aux" (a context-compression summary)
     stream: bool
     model: str
     include_usage: bool
     reply: str
     n_messages: int
+    usage: Usage = field(default_factory=lambda: Usage())
     at: float = field(default_factory=time.time)
+    completed: bool = False  # the whole answer (usage included) reached the client
+    held: bool = False  # hung by hold_next_call() and dropped unanswered
 
 
 class FakeLLM:
@@ -105,7 +116,9 @@ class FakeLLM:
         self.unknown_paths: list[str] = []
         self._lock = threading.Lock()
         self._chat_n = 0
-        self._tool_queue: list[tuple[str, dict[str, Any]]] = []
+        self._tool_queue: list[tuple[str, dict[str, Any], Usage | None]] = []
+        self._holds: list[list[Any]] = []  # [chat calls still to let through, release event]
+        self.holding = threading.Event()  # set while a held call is waiting
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -146,15 +159,34 @@ class FakeLLM:
         return f"http://127.0.0.1:{self.port}/v1"
 
     # ── test controls ─────────────────────────────────────────────────────
-    def queue_tool_call(self, name: str = "todo", arguments: dict[str, Any] | None = None) -> None:
-        """The next chat call answers with one call of tool ``name``."""
+    def queue_tool_call(
+        self, name: str = "todo", arguments: dict[str, Any] | None = None, usage: Usage | None = None
+    ) -> None:
+        """The next chat call answers with one call of tool ``name`` (reporting ``usage`` if given)."""
         with self._lock:
-            self._tool_queue.append((name, dict(arguments or {})))
+            self._tool_queue.append((name, dict(arguments or {}), usage))
+
+    def hold_next_call(self, skip: int = 0) -> threading.Event:
+        """The chat call after the next ``skip`` ones hangs until the returned event is set (or
+        30 s), then its connection is dropped unanswered (``Call.held``)."""
+        release = threading.Event()
+        with self._lock:
+            self._holds.append([skip, release])
+        return release
 
     def count(self, kind: str | None = None) -> int:
         """Calls answered so far (of one ``kind`` when given)."""
         with self._lock:
             return sum(1 for c in self.calls if kind is None or c.kind == kind)
+
+    def snapshot(self) -> int:
+        """A mark in the call log: ``calls_since(mark)`` lists what came after it."""
+        with self._lock:
+            return len(self.calls)
+
+    def calls_since(self, mark: int, kinds: tuple[str, ...] = ("chat", "tool_call")) -> list[Call]:
+        with self._lock:
+            return [c for c in self.calls[mark:] if c.kind in kinds]
 
     def model_listing(self) -> dict[str, Any]:
         return {
@@ -181,23 +213,38 @@ class FakeLLM:
         title_user = _title_request_user_text(messages)
         with self._lock:
             if title_user is not None:
-                call = Call("title", stream, model, include_usage, title_for(title_user), len(messages))
+                call = Call("title", stream, model, include_usage, title_for(title_user), len(messages), self.usage)
+                tool = None
+            elif _is_summary_request(messages):
+                call = Call("aux", stream, model, include_usage, SUMMARY_REPLY, len(messages), self.usage)
                 tool = None
             elif self._tool_queue:
-                name, args = self._tool_queue.pop(0)
+                name, args, usage = self._tool_queue.pop(0)
                 self._chat_n += 1
                 tool = {
                     "id": f"call_fake_{self._chat_n}",
                     "type": "function",
                     "function": {"name": name, "arguments": json.dumps(args)},
                 }
-                call = Call("tool_call", stream, model, include_usage, "", len(messages))
+                call = Call("tool_call", stream, model, include_usage, "", len(messages), usage or self.usage)
             else:
                 self._chat_n += 1
-                call = Call("chat", stream, model, include_usage, f"reply {self._chat_n}", len(messages))
+                call = Call("chat", stream, model, include_usage, f"reply {self._chat_n}", len(messages), self.usage)
                 tool = None
             self.calls.append(call)
         return call, tool
+
+    def take_hold(self, call: Call) -> threading.Event | None:
+        """The release event if ``call`` (a chat call) is to be held."""
+        if call.kind not in ("chat", "tool_call"):
+            return None
+        with self._lock:
+            if not self._holds:
+                return None
+            if self._holds[0][0] > 0:
+                self._holds[0][0] -= 1
+                return None
+            return self._holds.pop(0)[1]
 
 
 def _content_text(content: Any) -> str:
@@ -217,6 +264,14 @@ def _title_request_user_text(messages: list[dict[str, Any]]) -> str | None:
     # hermes-agent: "User: ...\n\nAssistant: ..."; hermes-webui: "User question:\n...\n\nAssistant answer:\n..."
     match = re.search(r"User(?: question)?:\s*(.*?)\n\s*\nAssistant", user, flags=re.S)
     return match.group(1) if match else user
+
+
+SUMMARY_REPLY = "## Goal\nContinue the conversation.\n## Completed Actions\n1. Answered the questions."
+_SUMMARY_MARKER = "you are a summarization agent creating a context checkpoint"  # agent/context_compressor.py
+
+
+def _is_summary_request(messages: list[dict[str, Any]]) -> bool:
+    return any(_SUMMARY_MARKER in _content_text(m.get("content")).lower() for m in messages)
 
 
 def title_for(user_text: str) -> str:
@@ -261,11 +316,23 @@ class _Handler(BaseHTTPRequestHandler):
         except ValueError:
             return self._json(400, {"error": {"message": "bad json", "type": "invalid_request_error"}})
         call, tool = self.fake.answer(body)
-        usage = self.fake.usage.as_openai()
-        if call.stream:
-            self._stream(call, tool, usage)
-        else:
-            self._plain(call, tool, usage)
+        release = self.fake.take_hold(call)
+        if release is not None:  # a turn to cancel: the call hangs, then the connection drops, unanswered
+            call.held = True
+            self.fake.holding.set()
+            release.wait(30)
+            self.fake.holding.clear()
+            self.close_connection = True
+            return
+        usage = call.usage.as_openai()
+        try:
+            if call.stream:
+                self._stream(call, tool, usage)
+            else:
+                self._plain(call, tool, usage)
+        except OSError:  # the client went away (a cancelled turn): it was told nothing more
+            return
+        call.completed = call.include_usage
 
     def _plain(self, call: Call, tool: dict[str, Any] | None, usage: dict[str, Any]) -> None:
         message: dict[str, Any] = {"role": "assistant", "content": None if tool else call.reply}

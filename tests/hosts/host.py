@@ -80,6 +80,8 @@ class HostTraits:
     session_has_cache_fields: bool  # Session keeps cache_read/cache_write tokens
     profile_switch_cookie: bool  # per-client profile switch via cookie (else process-wide)
     llm_titles: bool  # asks the LLM for a title after the first streaming turn
+    routes: frozenset[str] = frozenset()  # every "/api/..." path the host's routes.py answers
+    sends_model_provider: bool = False  # its front end sends model_provider with each chat start
 
     @classmethod
     def read(cls, src: Path) -> HostTraits:
@@ -94,7 +96,20 @@ class HostTraits:
             session_has_cache_fields="cache_read_tokens" in models,
             profile_switch_cookie="build_profile_cookie" in routes,
             llm_titles="_run_background_title_update" in streaming,
+            routes=frozenset(re.findall(r"""["'](/api/[A-Za-z0-9_/-]+)["']""", routes)),
+            sends_model_provider="model_provider" in _read(src / "static" / "messages.js"),
         )
+
+    def has_route(self, path: str) -> bool:
+        """The host answers ``path`` (read from its ``api/routes.py``, not from its version)."""
+        return path in self.routes
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError:
+        return ""
 
 
 def copy_host(src: Path, dest: Path) -> Path:
@@ -116,13 +131,14 @@ def init_state_db(path: Path) -> Path:
     return path
 
 
-def hermes_config(base_url: str, model: str, toolsets: tuple[str, ...] = ("todo",)) -> str:
+def hermes_config(base_url: str, model: str, toolsets: tuple[str, ...] = ("todo",), extra: str = "") -> str:
     """config.yaml text: a custom OpenAI-compatible provider (the fake LLM).
 
     ``platform_toolsets.cli`` limits the agent to offline, harmless tools (the
     WebUI runs the agent with the CLI toolsets); memory is off so no run
     writes memory files or varies its prompt; title generation keeps its
-    default (on), so title requests reach the fake.
+    default (on), so title requests reach the fake. ``extra`` is appended
+    as is (more top-level sections).
     """
     lines = [
         "model:",
@@ -136,7 +152,7 @@ def hermes_config(base_url: str, model: str, toolsets: tuple[str, ...] = ("todo"
         "  memory_enabled: false",
         "  user_profile_enabled: false",
     ]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + extra
 
 
 @dataclass
@@ -146,6 +162,7 @@ class HermesWorld:
     base: Path
     llm_base_url: str
     model: str
+    config_extra: str = ""  # more config.yaml sections (e.g. ``compression:``)
 
     @property
     def home(self) -> Path:  # $HOME for every process we start: nothing leaks into the real ~
@@ -181,7 +198,9 @@ class HermesWorld:
     def create(self, settings: Mapping[str, Any] | None = None) -> HermesWorld:
         for d in (self.home, self.hermes_home, self.webui_state / "sessions", self.workspace):
             d.mkdir(parents=True, exist_ok=True)
-        (self.hermes_home / "config.yaml").write_text(hermes_config(self.llm_base_url, self.model))
+        (self.hermes_home / "config.yaml").write_text(
+            hermes_config(self.llm_base_url, self.model, extra=self.config_extra)
+        )
         init_state_db(self.state_db())
         self.write_settings(settings or {})
         return self
@@ -534,15 +553,23 @@ class HostServer:
         payload = {"workspace": str(self.world.workspace), **body}
         return dict(self.request("POST", "/api/session/new", payload)["session"])
 
-    def chat_stream(self, session_id: str, message: str, timeout: float = 120.0) -> StreamResult:
+    def chat_stream(self, session_id: str, message: str, timeout: float = 120.0, **body: Any) -> StreamResult:
         """One streaming turn, as the browser sends it; returns when the stream ends."""
-        started = self.request(
-            "POST",
-            "/api/chat/start",
-            {"session_id": session_id, "message": message, "workspace": str(self.world.workspace)},
-        )
-        stream_id = started["stream_id"]
-        return self.read_stream(stream_id, timeout=timeout)
+        return self.read_stream(self.start_stream(session_id, message, **body), timeout=timeout)
+
+    def model_fields(self, provider: str = "custom") -> dict[str, str]:
+        """The model fields the host's front end sends with a chat start (HEAD adds the provider)."""
+        fields = {"model": self.world.model}
+        if self.traits.sends_model_provider:
+            fields["model_provider"] = provider
+        return fields
+
+    def start_stream(self, session_id: str, message: str | None, **body: Any) -> str:
+        """``POST /api/chat/start`` alone (read it with :meth:`read_stream`); returns the stream id."""
+        payload = {"session_id": session_id, "workspace": str(self.world.workspace), **body}
+        if message is not None:
+            payload["message"] = message
+        return str(self.request("POST", "/api/chat/start", payload)["stream_id"])
 
     def read_stream(self, stream_id: str, timeout: float = 120.0) -> StreamResult:
         result = StreamResult()
@@ -588,6 +615,88 @@ class HostServer:
 
     def switch_profile(self, name: str) -> dict[str, Any]:
         return dict(self.request("POST", "/api/profile/switch", {"name": name}))
+
+    # ── the other session actions, with the bodies each host's front end sends ──
+    # (docs: tests/hosts/README.md; which host has which route: HostTraits.has_route)
+    def cancel(self, stream_id: str) -> dict[str, Any]:
+        """The Stop button: ``GET /api/chat/cancel?stream_id=``."""
+        return dict(self.request("GET", f"/api/chat/cancel?stream_id={stream_id}"))
+
+    def regenerate(self, session_id: str, timeout: float = 120.0) -> StreamResult:
+        """HEAD's Regenerate button: ``/api/chat/start`` with ``regenerate`` and ``GET /api/session``'s revision."""
+        revision = self.session_api(session_id).get("regeneration_revision")
+        stream_id = self.start_stream(session_id, None, regenerate=True, regeneration_revision=revision)
+        return self.read_stream(stream_id, timeout=timeout)
+
+    def title_regenerate(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/title/regenerate", {"session_id": session_id}))
+
+    def duplicate(self, session_id: str) -> dict[str, Any]:
+        """HEAD's Duplicate (``/api/session/duplicate``) → the copy."""
+        return dict(self.request("POST", "/api/session/duplicate", {"session_id": session_id})["session"])
+
+    def duplicate_like_v0_50_12(self, session_id: str, title: str) -> dict[str, Any]:
+        """v0.50.12's Duplicate is done in the browser: a new chat renamed ``"<title> (copy)"``."""
+        copy = self.new_session()
+        self.rename(copy["session_id"], f"{title} (copy)")
+        return copy
+
+    def branch(self, session_id: str, keep_count: int | None = None, title: str | None = None) -> dict[str, Any]:
+        """HEAD's fork (``/api/session/branch``) → the response (``session_id`` of the fork, ...)."""
+        body: dict[str, Any] = {"session_id": session_id}
+        if keep_count is not None:
+            body["keep_count"] = keep_count
+        if title is not None:
+            body["title"] = title
+        return dict(self.request("POST", "/api/session/branch", body))
+
+    def retry(self, session_id: str) -> dict[str, Any]:
+        """HEAD's /retry command, first half: cut the last exchange (``last_user_text`` comes back)."""
+        return dict(self.request("POST", "/api/session/retry", {"session_id": session_id}))
+
+    def undo(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/undo", {"session_id": session_id}))
+
+    def truncate(self, session_id: str, keep_count: int) -> dict[str, Any]:
+        """Edit / v0.50.12's retry, first half: keep the first ``keep_count`` messages."""
+        return dict(self.request("POST", "/api/session/truncate", {"session_id": session_id, "keep_count": keep_count}))
+
+    def clear(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/clear", {"session_id": session_id}))
+
+    def compress(self, session_id: str, timeout: float = 120.0) -> dict[str, Any]:
+        """HEAD's manual compression, the synchronous route."""
+        return dict(self.request("POST", "/api/session/compress", {"session_id": session_id}, timeout=timeout))
+
+    def pin(self, session_id: str, pinned: bool = True) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/pin", {"session_id": session_id, "pinned": pinned}))
+
+    def archive(self, session_id: str, archived: bool = True) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/archive", {"session_id": session_id, "archived": archived}))
+
+    def create_project(self, name: str) -> str:
+        answer = self.request("POST", "/api/projects/create", {"name": name})
+        project = answer.get("project") or answer
+        return str(project["project_id"])
+
+    def move(self, session_id: str, project_id: str | None) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/move", {"session_id": session_id, "project_id": project_id}))
+
+    def delete(self, session_id: str) -> dict[str, Any]:
+        return dict(self.request("POST", "/api/session/delete", {"session_id": session_id}))
+
+    def import_json(self, export: Mapping[str, Any]) -> dict[str, Any]:
+        """Import a chat export (the file ``/api/session/export`` gives) → the new chat."""
+        return dict(self.request("POST", "/api/session/import", dict(export))["session"])
+
+    def import_cli(self, session_id: str) -> dict[str, Any]:
+        """Open a hermes CLI session in the WebUI (``/api/session/import_cli``) → the chat."""
+        return dict(self.request("POST", "/api/session/import_cli", {"session_id": session_id})["session"])
+
+    def cleanup(self, zero_message: bool = False) -> dict[str, Any]:
+        """``/api/sessions/cleanup`` (Untitled, 0 messages) or ``/api/sessions/cleanup_zero_message``."""
+        path = "/api/sessions/cleanup_zero_message" if zero_message else "/api/sessions/cleanup"
+        return dict(self.request("POST", path, {}))
 
     def session_api(self, session_id: str) -> dict[str, Any]:
         return dict(self.request("GET", f"/api/session?session_id={session_id}")["session"])

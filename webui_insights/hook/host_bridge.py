@@ -9,7 +9,9 @@ reads the title as someone else's), resets ``api_call_count``, and creates
 rows with the wrong start time. So while mirroring is enabled, the bridge's
 entry points return without doing anything (counted as
 ``host_bridge_suppressed``); switched off or uninstalled, the bridge works
-exactly as before.
+exactly as before. A function a host generation does not have (v0.50.12's
+bridge has no ``sync_session_title``) is simply not wrapped: normal, logged
+at debug only.
 """
 
 from __future__ import annotations

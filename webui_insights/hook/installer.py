@@ -19,6 +19,7 @@ thread inside a post-import hook.
 from __future__ import annotations
 
 import importlib
+import inspect
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -252,21 +253,46 @@ def _make_agent_wrapper(state: _Installation) -> Callable[..., Any]:
 
 
 def _patch_when_imported(
-    state: _Installation, generation: int, name: str, target: str, make: Callable[[], Callable[..., Any]]
+    state: _Installation,
+    generation: int,
+    name: str,
+    target: str,
+    make: Callable[[], Callable[..., Any]],
+    *,
+    optional: bool = False,
 ) -> None:
-    """Wrap ``target`` ("module:Class.attr") now or when its module is imported, as patch ``name``."""
+    """Wrap ``target`` ("module:Class.attr") now or when its module is imported, as patch ``name``.
+
+    ``optional``: the module may lack the attribute (a host generation
+    without that function) — that is normal, logged at debug, not wrapped.
+    Any other failure to wrap is still logged as one.
+    """
     module_name, path = split_target(target)
 
     def apply(module: Any) -> None:
         with state.lock:
             if state.generation != generation or name in state.patches:
                 return  # uninstalled since, or already ours
+            if optional and not _has_attribute_path(module, path):
+                logger.debug("webui-insights: %s has no %s; nothing to wrap", module_name, path)
+                return
             patch = apply_patch(module, path, make())
             if patch is not None:
                 state.patches[name] = patch
                 logger.debug("webui-insights: wrapped %s", target)
 
     when_imported(module_name, apply, state.log, target)
+
+
+def _has_attribute_path(module: Any, path: str) -> bool:
+    """``module`` has ``path`` ("Class.attr" or "function"), without running any descriptor."""
+    obj = module
+    for part in path.split("."):
+        try:
+            obj = inspect.getattr_static(obj, part)
+        except AttributeError:
+            return False
+    return True
 
 
 def install(
@@ -364,6 +390,7 @@ def install(
                 "bridge:" + function,
                 f"{host_bridge.BRIDGE_MODULE}:{function}",
                 lambda: host_bridge.make_bridge_wrapper(state.switch.enabled, state.stats),
+                optional=True,  # v0.50.12's bridge has no sync_session_title: normal, not an error
             )
     return True
 
