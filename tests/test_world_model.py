@@ -596,7 +596,7 @@ class WorldModel(RuleBasedStateMachine):
 
     def _deleted_in_hermes(self, truth: Truth) -> None:
         truth.hermes_writes = False
-        truth.hermes_title = truth.bridge_title = None
+        truth.hermes_title = truth.bridge_title = truth.title_seen = None  # its title went with the row
         truth.layer_titled = False
         truth.base_turns = 0  # restored by this layer: whole again
         truth.figures_only = len(truth.turns)

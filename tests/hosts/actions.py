@@ -460,7 +460,9 @@ def run_actions(src: Path, workdir: Path, *, debounce_s: float = 0.05) -> Action
         d.turn(z, "stream", "And more")
         d.turn(z, "stream", "And even more")  # enough history for the compressor to cut something
         d.snap("compress_base", "compress")
+        summaries = fake.snapshot()
         big = d.turn(z, "stream", "A huge question", usage=BIG_PROMPT)
+        aux = fake.calls_since(summaries, ("aux",))  # the compressor's summary: hermes-agent records it apart
         compressed = big.data("compressed") if big is not None else None
         files = sorted((world.webui_state / "sessions").glob("*.json"))
         for path in files:  # HEAD: the continuation's file names the old id as its parent
@@ -472,7 +474,7 @@ def run_actions(src: Path, workdir: Path, *, debounce_s: float = 0.05) -> Action
                 compressed_child = str(data.get("session_id"))
         if compressed_child:
             z.ids.append(compressed_child)
-        d.snap("compress", "compress", {"compressed_event": compressed, "child": compressed_child})
+        d.snap("compress", "compress", {"compressed_event": compressed, "child": compressed_child, "aux_calls": aux})
         if compressed_child:
             z.session_id = compressed_child
         d.turn(z, "stream", "After the compression")

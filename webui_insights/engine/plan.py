@@ -384,7 +384,9 @@ def _account(
             activity = any(grown)
     else:
         step = figures.growth(seen)
-        activity = any(step)
+        # While the recorded version orders nothing (a clock was set back), this state may be an
+        # older copy: more messages than last seen prove no turn then, spend or a later message does.
+        activity = any(step) if ordered else step.spends() or _later_message(desired, rec)
         previous = rec.growth_total or ZERO
         grown = previous.plus(step) if activity else previous
         same_state = desired.digest == rec.digest
@@ -405,6 +407,13 @@ def _account(
         spent=spent,
         unrecorded=Counters.of_ledger(ledger.beyond(rec.applied)),
     )
+
+
+def _later_message(desired: Desired, rec: Record) -> bool:
+    """The chat's newest message is newer than its activity on record (a turn, not an old copy's)."""
+    if rec.active_at is None or desired.last_active_at is None:
+        return True
+    return desired.last_active_at > rec.active_at
 
 
 def _clamp_time(

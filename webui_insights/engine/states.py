@@ -144,6 +144,10 @@ class Counters(NamedTuple):
         """How much each figure grew since ``before`` (never negative): also, each less ``before``'s, floored at 0."""
         return Counters._make(max(0, a - b) for a, b in zip(self, before, strict=True))
 
+    def spends(self) -> bool:
+        """Any usage figure is above zero (the message and tool-call counts are no spend)."""
+        return any(self[:7])
+
     def larger(self, other: Counters) -> Counters:
         return Counters._make(max(a, b) for a, b in zip(self, other, strict=True))
 
