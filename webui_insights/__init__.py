@@ -50,4 +50,4 @@ __all__ = [
     "DEFAULT_TARGET",
 ]
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
