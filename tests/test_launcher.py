@@ -306,6 +306,29 @@ def test_a_process_that_never_imports_the_webui_pays_only_the_bootstrap() -> Non
     assert launched.stderr == ""
 
 
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="lists open files in /proc")
+def test_install_in_a_process_without_the_webui_starts_no_thread_and_keeps_no_file_open(tmp_path: Path) -> None:
+    """What activation costs where api.models turns out not to be the WebUI's: hooks waiting, nothing running."""
+    code = """
+        import json, os, threading
+        before = set(os.listdir("/proc/self/fd"))
+        import webui_insights
+        installed = webui_insights.install(enabled=True)
+        after = set(os.listdir("/proc/self/fd"))
+        print(json.dumps({"installed": installed, "threads": threading.active_count(),
+                          "new_fds": sorted(after - before), "hooked": webui_insights.is_installed()}))
+    """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        env=clean_env(HERMES_HOME=str(tmp_path)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert last_json(done) == {"installed": True, "threads": 1, "new_fds": [], "hooked": False}
+    assert done.stderr == ""
+
+
 def test_the_webuis_import_installs_the_mirror_and_a_save_lands_in_state_db(tmp_path: Path, webui: Any) -> None:
     home = tmp_path / "hermes"
     home.mkdir()
