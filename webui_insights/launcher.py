@@ -145,8 +145,8 @@ def activate(module: object = None) -> bool:
 
     Called by the bootstrap ``sitecustomize`` inside the host's import
     (``module`` is the WebUI's ``api.models``, which install() finds by
-    name), so it never raises; a WebUI whose own code already called ``install()``
-    keeps that installation (and its arguments), quietly.
+    name), so it never raises. A WebUI whose own code already called
+    ``install()`` keeps that installation (and its arguments), quietly.
     """
     from .hook import installer
 
