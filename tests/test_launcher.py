@@ -105,8 +105,11 @@ def webui(tmp_path: Path) -> Any:
 # ------------------------------------------------------------- COMMAND is the process
 
 
-def test_the_exit_status_is_the_commands() -> None:
+def test_a_command_that_fails_makes_the_launcher_exit_one() -> None:
     assert launch("run", "--", "false").returncode == 1
+
+
+def test_the_launcher_exits_with_the_commands_own_status() -> None:
     assert launch("run", "--", "sh", "-c", "exit 7").returncode == 7
     assert launch("run", "--", "true").returncode == 0
     assert launch("run", "true").returncode == 0  # the -- is optional when COMMAND starts with no dash
