@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-host test-compat bench reliability clean
+.PHONY: demo test test-host test-compat test-wheel bench reliability clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,25 @@ test-host: $(STAMP)
 test-compat: $(STAMP)
 	$(PY) compat/run_matrix.py
 
+# The release as users get it: `python -m build` (an sdist, and the wheel built from it), the
+# wheel installed (not editable) with [hermes,test] into a fresh venv, then its console script,
+# the demo and a smoke subset of the tests run against the installed package, from a folder
+# where the source tree is not importable (tests/test_package.py checks where it came from);
+# last, the real WebUI started through the wheel's launcher (python server.py, each snapshot found).
+WHEEL_VENV ?= .venv-wheel
+SMOKE_TESTS ?= tests/test_package.py tests/test_launcher.py tests/test_cli.py tests/test_installer.py
+WHEEL_PYTEST = cd $(WHEEL_VENV) && WEBUI_INSIGHTS_TEST_INSTALLED=1 bin/python -I -m pytest -q -p no:cacheprovider \
+	--rootdir $(CURDIR) -c $(CURDIR)/pyproject.toml
+test-wheel: $(STAMP)
+	rm -rf dist $(WHEEL_VENV)
+	$(PY) -m build --quiet --outdir dist .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/python -m pip install --quiet --disable-pip-version-check "$$(ls dist/*.whl)[hermes,test]"
+	cd $(WHEEL_VENV) && bin/webui-insights --version
+	cd $(WHEEL_VENV) && bin/webui-insights demo
+	$(WHEEL_PYTEST) $(addprefix $(CURDIR)/,$(SMOKE_TESTS))
+	$(WHEEL_PYTEST) $(CURDIR)/tests/test_real_host_launcher.py -k "server.py or no-host"
+
 bench: $(STAMP)
 	$(PY) -m benchmarks
 
@@ -38,4 +57,4 @@ reliability: $(STAMP)
 	$(PY) tests/reliability/report.py --full
 
 clean:
-	rm -rf $(VENV) .venv-compat .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-compat $(WHEEL_VENV) dist .pytest_cache .hypothesis

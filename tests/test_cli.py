@@ -608,3 +608,18 @@ def test_demo_json_validates_against_the_schema(tmp_path: Path) -> None:
     assert "Traceback" not in done.stderr
     data = parsed(done.stdout)
     assert done.returncode == data["exit_code"] == EXIT_OK and data["landed"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["run", "--json"],
+        ["run", "--json", "--bogus", "--", "true"],
+        ["run", "--json", "--", "no-such-command-for-webui-insights"],
+        ["run", "--json", "--print-env", "--enabled", "--no-transcripts"],
+    ],
+)
+def test_run_json_validates_against_the_schema(argv: list[str]) -> None:
+    done = subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, timeout=60)
+    data = parsed(done.stdout)
+    assert done.returncode == data["exit_code"]

@@ -11,6 +11,11 @@ every field for chats only this layer writes, only what hermes leaves out
     import webui_insights
     webui_insights.install()          # at WebUI start-up, before or after api.models
 
+or, without a line of the WebUI changed, start it through the launcher,
+which does the same in every Python process the command starts::
+
+    webui-insights run --enabled -- python server.py     # or ./start.sh, python bootstrap.py
+
 Mirroring is off until switched on, most specific first:
 
 ======================================  =====================================
@@ -50,4 +55,4 @@ __all__ = [
     "DEFAULT_TARGET",
 ]
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"

@@ -1,4 +1,4 @@
-"""``webui-insights`` command line: status, backfill, verify, demo.
+"""``webui-insights`` command line: status, backfill, verify, demo, run.
 
 The only place that configures logging output or prints; the commands
 themselves (``commands/``) return reports. Every command says which folder
@@ -14,6 +14,7 @@ import gc
 import json
 import logging
 import os
+import shlex
 import signal
 import sys
 import threading
@@ -209,6 +210,41 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--keep", action="store_true", help="keep the temporary HERMES_HOME")
     demo.add_argument("--json", action="store_true", help="print the summary as one JSON object")
     demo.set_defaults(handler=_cmd_demo, quiet=False)
+
+    run = sub.add_parser(
+        "run",
+        help="run a command (the WebUI's start.sh, bootstrap.py, server.py) with install() active in it",
+        usage="webui-insights run [--enabled | --no-enabled] [--transcripts | --no-transcripts] [--json] -- "
+        "COMMAND [ARG...]\n       webui-insights run --print-env [--enabled ...] [--json]",
+        description="Replace this process with COMMAND, with webui_insights.install() active in every Python "
+        "process it starts (hermes-webui's server included, whether COMMAND execs or spawns it), without a "
+        "line of the WebUI changed: the package's bootstrap folder goes first on PYTHONPATH (a sitecustomize "
+        "that installs the mirror when the WebUI's api.models is imported, and then runs any sitecustomize it "
+        "hides), and WEBUI_INSIGHTS_AUTOINSTALL=1 turns it on. COMMAND's Python must be one where "
+        "webui-insights is installed. COMMAND becomes this process: its exit status, its PID and the "
+        "signals sent to it (Ctrl-C, SIGTERM) are the launcher's. Exit status 2 when COMMAND is missing or "
+        "cannot be started.",
+        epilog="--print-env prints the same variables for a service's environment (systemd Environment=, a "
+        "Dockerfile ENV): see README, Turn it on.",
+    )
+    run.add_argument(
+        "--enabled",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="mirroring on/off in COMMAND (WEBUI_INSIGHTS_ENABLED=1/0); default: the WebUI's setting sync_to_insights",
+    )
+    run.add_argument(
+        "--transcripts",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="also copy messages into state.db (WEBUI_INSIGHTS_TRANSCRIPTS=1/0); default: the WebUI's setting",
+    )
+    run.add_argument(
+        "--print-env", action="store_true", help="print the variables that do the same, one KEY=VALUE a line, and exit"
+    )
+    run.add_argument("--json", action="store_true", help="errors and --print-env as one JSON object")
+    run.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help=argparse.SUPPRESS)
+    run.set_defaults(handler=_cmd_run, quiet=False)
     return parser
 
 
@@ -680,6 +716,37 @@ def _cmd_demo(args: argparse.Namespace, run: _Run) -> int:
     return run_demo(keep=args.keep, as_json=args.json, out=run.out)
 
 
+# ---------------------------------------------------------------------- run
+
+
+def _cmd_run(args: argparse.Namespace, run: _Run) -> int:
+    """Thin: the launcher (``launcher.py``) builds the environment and execs; here only arguments and output."""
+    from .launcher import LaunchError, exec_command, launch_env, recipe
+
+    unknown: list[str] = getattr(args, "unknown", [])
+    if unknown:
+        run.json = run.json or "--json" in unknown  # ``--json run ...``: the error object as everywhere else
+        raise UsageError(f"unknown option {unknown[0]!r}; options go before --, COMMAND after it (see run -h)")
+    command = list(args.argv)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if args.print_env:
+        if command:
+            raise UsageError("--print-env takes no COMMAND")
+        env = recipe(enabled=args.enabled, transcripts=args.transcripts)
+        if run.json:
+            return run.emit({"command": "run", "env": env}, EXIT_OK)
+        for key, value in env.items():
+            print(f"{key}={shlex.quote(value)}", file=run.out)
+        return EXIT_OK
+    if not command:
+        raise UsageError("no command to run: webui-insights run [options] -- COMMAND [ARG...]")
+    try:
+        exec_command(command, launch_env(enabled=args.enabled, transcripts=args.transcripts))
+    except LaunchError as exc:
+        raise UsageError(str(exc)) from None
+
+
 # --------------------------------------------------------------------- main
 
 
@@ -717,7 +784,7 @@ def _cycle_collector_paused(command: str) -> Iterator[None]:
         gc.enable()
 
 
-_COMMANDS = ("status", "backfill", "verify", "demo")
+_COMMANDS = ("status", "backfill", "verify", "demo", "run")
 
 
 def _bad_arguments(exc: _BadArguments, argv: Sequence[str]) -> int:
@@ -738,9 +805,12 @@ def _bad_arguments(exc: _BadArguments, argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     try:
-        args = parser.parse_args(argv)
+        args, unknown = parser.parse_known_args(argv)
+        if unknown and args.command != "run":  # run's own options are its to report (its --json object)
+            parser.error("unrecognized arguments: " + " ".join(unknown))
     except _BadArguments as exc:
         return _bad_arguments(exc, sys.argv[1:] if argv is None else argv)
+    args.unknown = unknown
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",
