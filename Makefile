@@ -51,9 +51,11 @@ bench: $(STAMP)
 	$(PY) -m benchmarks
 
 # The fault-injection suite with many more generated inputs, then its table
-# (exit 1 unless every scenario is 0 host errors / 0 lost after recovery).
+# (exit 1 unless every scenario is 0 host errors / 0 lost after recovery), and the model of
+# the world (tests/test_world_model.py) with 2000 histories of 40 steps.
 reliability: $(STAMP)
 	WEBUI_INSIGHTS_HYPOTHESIS_EXAMPLES=2000 $(PY) -m pytest -q tests/reliability
+	WEBUI_INSIGHTS_MODEL_EXAMPLES=2000 WEBUI_INSIGHTS_MODEL_STEPS=40 $(PY) -m pytest -q tests/test_world_model.py
 	$(PY) tests/reliability/report.py --full
 
 clean:
