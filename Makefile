@@ -55,7 +55,7 @@ bench: $(STAMP)
 # the world (tests/test_world_model.py) with 2000 histories of 40 steps.
 reliability: $(STAMP)
 	WEBUI_INSIGHTS_HYPOTHESIS_EXAMPLES=2000 $(PY) -m pytest -q tests/reliability
-	WEBUI_INSIGHTS_MODEL_EXAMPLES=2000 WEBUI_INSIGHTS_MODEL_STEPS=40 $(PY) -m pytest -q tests/test_world_model.py
+	WEBUI_INSIGHTS_MODEL_RANDOM=1 WEBUI_INSIGHTS_MODEL_EXAMPLES=2000 WEBUI_INSIGHTS_MODEL_STEPS=40 $(PY) -m pytest -q tests/test_world_model.py
 	$(PY) tests/reliability/report.py --full
 
 clean:

@@ -364,6 +364,7 @@ def _account(
     """
     figures = Counters.of(desired)
     total = Counters.of_ledger(ledger)
+    news = desired.ledger is not None and any(desired.ledger)  # the agent hook counted a run: a turn
     seen = rec.seen
     if seen is None:
         inherited = _inherited(desired, now)
@@ -386,12 +387,11 @@ def _account(
         step = figures.growth(seen)
         # While the recorded version orders nothing (a clock was set back), this state may be an
         # older copy: more messages than last seen prove no turn then, spend or a later message does.
-        activity = any(step) if ordered else step.spends() or _later_message(desired, rec)
+        activity = any(step) if ordered else news or step.spends() or _later_message(desired, rec)
         previous = rec.growth_total or ZERO
         grown = previous.plus(step) if activity else previous
         same_state = desired.digest == rec.digest
         growth = (rec.state_growth or ZERO).plus(step) if same_state else step
-    news = desired.ledger is not None and any(desired.ledger)
     activity = activity or news
     base = rec.ledger_base
     if base is None and any(total):
