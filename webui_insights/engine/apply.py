@@ -56,7 +56,8 @@ def _insert_sql(newer: tuple[str, ...]) -> str:
     if not newer:
         return _INSERT_SQL
     names = (*_INSERT_COLUMNS, *newer)
-    return f"INSERT INTO sessions ({', '.join(names)}) VALUES ({', '.join('?' * len(names))}) ON CONFLICT(id) DO NOTHING"
+    marks = ", ".join("?" * len(names))
+    return f"INSERT INTO sessions ({', '.join(names)}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
 _IN_CHUNK = 400
 
 

@@ -49,6 +49,14 @@ _NAMES = (
     "api_call_count",
 )
 assert _NAMES[1:] == Row._fields[: len(_NAMES) - 1]
+assert Row._fields[len(_NAMES) - 1 :] == (
+    "agent_marks",
+    "live_messages",
+    "bad_values",
+    "last_activity_at",
+    "title_source",
+    "usage_in_step",
+)
 _COLUMNS = ", ".join(_NAMES) + f", {_AGENT_MARKS}"
 _IN_CHUNK = 500
 
@@ -153,12 +161,7 @@ def _row(values: tuple[Any, ...], live_messages: int, usage_in_step: bool | None
     if title_source is not None and type(title_source) is not str:
         title_source = None
         bad.append(TITLE_SOURCE)
-    return Row(
-        *clean[1:_MARKS],
-        agent_marks=bool(clean[_MARKS]),
-        live_messages=live_messages,
-        bad_values=tuple(bad),
-        last_activity_at=last_activity,
-        title_source=title_source,
-        usage_in_step=usage_in_step,
+    # In Row's field order: the columns, the marks, the counts, then the newer schema's.
+    return Row._make(
+        (*clean[1:_MARKS], bool(clean[_MARKS]), live_messages, tuple(bad), last_activity, title_source, usage_in_step)
     )

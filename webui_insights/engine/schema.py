@@ -114,7 +114,10 @@ _FIGURES = (
     ("reasoning_tokens", "COALESCE(s.reasoning_tokens, 0)"),
     ("estimated_cost_usd", "COALESCE(s.estimated_cost_usd, 0)"),
     ("actual_cost_usd", "COALESCE(s.actual_cost_usd, 0)"),
-    ("cost_status", "COALESCE(s.cost_status, CASE WHEN s.estimated_cost_usd IS NULL THEN 'unknown' ELSE 'estimated' END)"),
+    (
+        "cost_status",
+        "COALESCE(s.cost_status, CASE WHEN s.estimated_cost_usd IS NULL THEN 'unknown' ELSE 'estimated' END)",
+    ),
     ("cost_source", "s.cost_source"),
 )
 # A chat with no usage at all has no row (hermes' seed and its delta path alike
