@@ -63,6 +63,10 @@ print(json.dumps(out))
 """
 # Tests that need a state.db made by the oldest release find its python here.
 OLD_PYTHON_ENV = "WEBUI_INSIGHTS_OLD_HERMES_PYTHON"
+# The schema-level tests against upstream main's state.db (tests/data/upstream_schema/SOURCE.md):
+# upstream needs Python 3.14, so they run in every library suite here and get a row of their own.
+UPSTREAM_SCHEMA_TESTS = "test_upstream_schema"
+UPSTREAM_COMMIT = "00704d087b7ca25039be87baf11706d01f4da355"
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Outcome:
     seconds: float = 0.0
     setup_error: str | None = None
     failures: list[str] = field(default_factory=list)
+    # Of the counts above, the upstream schema-level tests': passed, failed (errors included), skipped.
+    upstream: list[int] = field(default_factory=lambda: [0, 0, 0])
 
     @property
     def ok(self) -> bool:
@@ -230,16 +236,21 @@ def run_suite(
         root = ET.parse(junit).getroot()
         for case in root.iter("testcase"):
             label = f"{case.get('classname', '')}::{case.get('name', '')}"
+            upstream = case.get("classname", "").endswith(UPSTREAM_SCHEMA_TESTS)
             if case.find("failure") is not None:
                 outcome.failed += 1
                 outcome.failures.append(label)
+                outcome.upstream[1] += upstream
             elif case.find("error") is not None:
                 outcome.errors += 1
                 outcome.failures.append(label)
+                outcome.upstream[1] += upstream
             elif case.find("skipped") is not None:
                 outcome.skipped += 1
+                outcome.upstream[2] += upstream
             else:
                 outcome.passed += 1
+                outcome.upstream[0] += upstream
 
 
 def write_results(outcomes: list[Outcome], command: str) -> None:
@@ -265,6 +276,17 @@ def write_results(outcomes: list[Outcome], command: str) -> None:
             f"| {inst.get('python', '?')} | {result} | {o.passed} | {o.failed + o.errors} | {o.skipped} "
             f"| {degraded_text} |"
         )
+    rows = len(outcomes)
+    suites = [o for o in outcomes if o.host == "library suite" and sum(o.upstream)]
+    if suites:
+        passed, failed, skipped = (sum(o.upstream[i] for o in suites) for i in range(3))
+        lines.append(
+            f"| hermes-agent upstream main, schema only | main @ `{UPSTREAM_COMMIT[:8]}` (schema v30) "
+            f"| each library suite above | not run (needs 3.14) | {'pass' if not failed and passed else 'FAIL'} "
+            f"| {passed} | {failed} | {skipped} | no upstream code run: its DDL, our writes, its readers as SQL |"
+        )
+        rows += 1
+        lines += ["", *UPSTREAM_NOTE]
     problems = [o for o in outcomes if not o.ok]
     if problems:
         lines += ["", "## Failures", ""]
@@ -279,8 +301,19 @@ def write_results(outcomes: list[Outcome], command: str) -> None:
                 lines += ["", f"Full output: `.venv-compat/{o.name}/{log}`"]
             lines.append("")
     RESULTS.write_text("\n".join(lines).rstrip() + "\n", encoding="utf-8")
-    table_end = lines.index("|---|---|---|---|---|---|---|---|---|") + 1 + len(outcomes)
+    table_end = lines.index("|---|---|---|---|---|---|---|---|---|") + 1 + rows
     update_readme(lines[2:table_end])
+
+
+UPSTREAM_NOTE = [
+    "The schema-only row: `tests/test_upstream_schema.py` in every library suite, summed. It builds a state.db",
+    f"from upstream main's DDL at `{UPSTREAM_COMMIT}` (`tests/data/upstream_schema`), writes to it",
+    "with the engine through that row's SessionDB, and checks upstream's readers reproduced as SQL. **Proven:** the",
+    "writes are valid on that schema (NOT NULL, foreign keys, unique titles), hermes' other tables stay as they were,",
+    "and the reproduced readers (insights' usage rows and residual, `sessions list`, the pickers' and sweeps' last",
+    "activity, the archived/hidden filters) see each mirrored chat right. **Not proven:** anything upstream's own code",
+    "does (it needs Python 3.14; none of it ran), schema states after that commit, the FTS-backed search.",
+]
 
 
 def update_readme(block: list[str]) -> None:

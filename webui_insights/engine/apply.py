@@ -22,6 +22,7 @@ from typing import Any
 
 from .plan import NO_ROW_OUTCOMES, ChatPlan
 from .records import merge, write_records
+from .schema import LAST_ACTIVITY, TITLE_SOURCE, USAGE_COPY_SQL, USAGE_DELETE_SQL
 from .states import OWNED_COLUMNS, Record
 from .titles import candidate
 
@@ -45,7 +46,18 @@ _INSERT_SQL = (
     f"INSERT INTO sessions ({', '.join(_INSERT_COLUMNS)}) VALUES ({', '.join('?' * len(_INSERT_COLUMNS))}) "
     "ON CONFLICT(id) DO NOTHING"
 )
+# Columns of hermes' newer schema a new row may carry besides those (where the database has them).
+_NEWER_COLUMNS = (LAST_ACTIVITY, TITLE_SOURCE)
 _MAX_COLLISION_NAMES = 10_000
+
+
+def _insert_sql(newer: tuple[str, ...]) -> str:
+    """The insert of a new row with ``newer`` columns too (none: the plain one)."""
+    if not newer:
+        return _INSERT_SQL
+    names = (*_INSERT_COLUMNS, *newer)
+    marks = ", ".join("?" * len(names))
+    return f"INSERT INTO sessions ({', '.join(names)}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
 _IN_CHUNK = 400
 
 
@@ -167,7 +179,8 @@ def apply_plans(
     """
     result = ApplyResult()
     record_changes: dict[str, dict[str, Any]] = {}
-    inserts: list[tuple[Any, ...]] = []
+    inserts: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    usage: list[tuple[str]] = []
     updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
     additions: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
     titles = TitleAllocator(conn, max_title_length)
@@ -177,12 +190,17 @@ def apply_plans(
         title = _resolve_title(plan, titles, result, changes)
         if plan.insert is not None:
             plan.insert["title"] = title
-            inserts.append(_insert_values(plan.insert))
+            if title is None:
+                plan.insert.pop(TITLE_SOURCE, None)  # no name could be given: no provenance either
+            newer = tuple(name for name in _NEWER_COLUMNS if name in plan.insert)
+            inserts[newer].append((*_insert_values(plan.insert), *(plan.insert[name] for name in newer)))
             result.rows_written += 1
-        elif plan.update or plan.add or title is not None:
+        elif plan.update or plan.add or title is not None or plan.usage:
             columns = dict(plan.update)
             if title is not None:
                 columns["title"] = title
+            elif plan.title.action == "write":
+                columns.pop(TITLE_SOURCE, None)  # no name could be given: no provenance either
             if columns:
                 updates[tuple(columns)].append((*columns.values(), plan.session_id))
             if plan.add:
@@ -190,16 +208,22 @@ def apply_plans(
             result.rows_written += 1
         if title is not None:
             result.titles_written += 1
+        if plan.usage:
+            usage.append((plan.session_id,))
         if changes:
             record_changes[plan.session_id] = changes
-    if inserts:
-        conn.executemany(_INSERT_SQL, inserts)
+    for newer, params in inserts.items():
+        conn.executemany(_insert_sql(newer), params)
     for names, params in updates.items():
         assignments = ", ".join(f"{name} = ?" for name in names)
         conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
     for names, params in additions.items():
         assignments = ", ".join(f"{name} = COALESCE({name}, 0) + ?" for name in names)
         conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
+    if usage:
+        # After the rows: each usage row is a copy of its row as written above.
+        conn.executemany(USAGE_DELETE_SQL, usage)
+        conn.executemany(USAGE_COPY_SQL, usage)
     if write_transcript is not None:
         for plan in plans:
             desired = plan.desired

@@ -51,6 +51,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from .schema import LAST_ACTIVITY, MODEL_USAGE, TITLE_SOURCE, TITLE_SOURCE_WEBUI
 from .states import ZERO, Counters, Desired, Ledger, Owner, Record, Row, Version, same_state
 from .titles import TitleDecision, decide_title
 
@@ -93,7 +94,7 @@ Outcome = str
 NO_ROW_OUTCOMES = frozenset({"stale", "foreign", "deleted", "awaiting_hermes", "no_turn", "refused"})
 
 _NO_RECORD = Record()
-_TIME_COLUMNS = ("started_at", "ended_at")
+_TIME_COLUMNS = ("started_at", "ended_at", LAST_ACTIVITY)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,6 +106,8 @@ class Context:
     max_title_length: int
     # backfill --restore-deleted: bring back chats deleted in hermes without a new turn.
     restore_deleted: bool = False
+    # What of hermes' newer schema the database has (``schema.probe``): filled only there.
+    columns: frozenset[str] = frozenset()
 
 
 class Drift(NamedTuple):
@@ -133,10 +136,14 @@ class ChatPlan:
     row: Row | None = None  # as observed before the plan
     # Differences found beyond the row's columns (the transcript).
     extra_drift: list[Drift] = field(default_factory=list)
+    # Make the chat's session_model_usage row a copy of its totals (``_newer_schema``).
+    usage: bool = False
 
     @property
     def writes_row(self) -> bool:
-        return self.insert is not None or bool(self.update) or bool(self.add) or self.title.action == "write"
+        return (
+            self.insert is not None or bool(self.update) or bool(self.add) or self.title.action == "write" or self.usage
+        )
 
     @property
     def drift(self) -> list[Drift]:
@@ -234,10 +241,11 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     else:
         wanted = _hermes_fill_columns(desired, row, context, plan.notes)
         plan.add = _unrecorded_turns(account.unrecorded)
+    memory = _title_memory(rec, row, owner, wanted)
     title = decide_title(
         desired.title,
         row.title if row is not None else None,
-        _title_memory(rec, row, owner, wanted),
+        memory,
         context.sanitize_title,
         context.max_title_length,
     )
@@ -254,7 +262,9 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
             changes["deleted_at"] = None
     else:
         plan.update = {c: v for c, v in wanted.items() if not _same(c, v, getattr(row, c))}
-    if plan.outcome == "unchanged" and (plan.update or plan.add or title.action == "write"):
+    if context.columns:
+        _newer_schema(plan, row, memory, context.columns)
+    if plan.outcome == "unchanged" and plan.writes_row:
         plan.outcome = "updated"
     if title.action == "adopt" and rec.title_memory != (title.base, row.title if row else None):
         changes.update(title_base=title.base, title_written=row.title if row else None)
@@ -467,7 +477,43 @@ def _mirror_columns(
     if ended is not None and (row is None or row.end_reason in (None, END_REASON)):
         columns["ended_at"] = max(ended, started) if started is not None else ended
         columns["end_reason"] = END_REASON
+    if ended is not None and LAST_ACTIVITY in context.columns:
+        # Upstream lists, ages (auto-archive, auto-prune) and picks recent rows by it: the
+        # chat's last activity, the same moment as ended_at (a row without it ages from its start).
+        columns[LAST_ACTIVITY] = max(ended, started) if started is not None else ended
     return columns
+
+
+def _newer_schema(
+    plan: ChatPlan, row: Row | None, memory: tuple[str | None, str | None] | None, columns: frozenset[str]
+) -> None:
+    """What hermes' newer schema reads beyond the row's own columns, where the database has it.
+
+    ``title_source`` "user" goes with every title this layer writes or
+    adopts, and onto a row still holding the title it wrote (a row written
+    before the column existed): on any row, since the title is this layer's;
+    a title anyone else set keeps its provenance. For rows only this layer
+    writes, the ``session_model_usage`` row is rewritten whenever the row
+    changes or it is out of step: insights reads usage rows first and adds
+    only a positive residual, so a row that stayed behind (0.19.0's v20 seed
+    froze every chat's totals when it ran) would keep a total that went
+    down. Rows hermes-agent writes keep hermes' own usage rows.
+    """
+    title = plan.title
+    if TITLE_SOURCE in columns and (
+        title.action in ("write", "adopt")
+        or (row is not None and row.title is not None and memory is not None and row.title == memory[1])
+    ):
+        if plan.insert is not None:
+            plan.insert[TITLE_SOURCE] = TITLE_SOURCE_WEBUI
+        elif row is not None and row.title_source != TITLE_SOURCE_WEBUI:
+            plan.update[TITLE_SOURCE] = TITLE_SOURCE_WEBUI
+    if MODEL_USAGE in columns and plan.owner == "mirror" and plan.outcome not in NO_ROW_OUTCOMES:
+        if plan.insert is not None or plan.update or row is None:
+            plan.usage = True
+        elif not row.usage_in_step:
+            plan.usage = True
+            plan.extra_drift.append(Drift(MODEL_USAGE, "the row's totals", "other figures"))
 
 
 def _hermes_fill_columns(desired: Desired, row: Row | None, context: Context, notes: list[str]) -> dict[str, Any]:

@@ -15,6 +15,7 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
+from .schema import LAST_ACTIVITY, MODEL_USAGE, TITLE_SOURCE, USAGE_CHECK_SQL, probe, usage_in_step
 from .states import Row
 
 __all__ = ["read_rows", "messages_have_active"]
@@ -48,6 +49,14 @@ _NAMES = (
     "api_call_count",
 )
 assert _NAMES[1:] == Row._fields[: len(_NAMES) - 1]
+assert Row._fields[len(_NAMES) - 1 :] == (
+    "agent_marks",
+    "live_messages",
+    "bad_values",
+    "last_activity_at",
+    "title_source",
+    "usage_in_step",
+)
 _COLUMNS = ", ".join(_NAMES) + f", {_AGENT_MARKS}"
 _IN_CHUNK = 500
 
@@ -57,15 +66,28 @@ def messages_have_active(conn: sqlite3.Connection) -> bool:
     return any(row[1] == "active" for row in conn.execute("PRAGMA table_info(messages)"))
 
 
-def read_rows(conn: sqlite3.Connection, session_ids: Iterable[str], *, active: bool | None = None) -> dict[str, Row]:
-    """The rows of ``session_ids`` that exist, keyed by id."""
+def read_rows(
+    conn: sqlite3.Connection,
+    session_ids: Iterable[str],
+    *,
+    active: bool | None = None,
+    columns: frozenset[str] | None = None,
+) -> dict[str, Row]:
+    """The rows of ``session_ids`` that exist, keyed by id.
+
+    ``columns``: what ``schema.probe`` found in this database (probed when
+    None); the newer columns are read where it has them.
+    """
     ids = list(session_ids)
     live = " AND active = 1" if (messages_have_active(conn) if active is None else active) else ""
+    if columns is None:
+        columns = probe(conn)
+    newer = ", ".join(name if name in columns else "NULL" for name in (LAST_ACTIVITY, TITLE_SOURCE))
     rows: dict[str, Row] = {}
     for start in range(0, len(ids), _IN_CHUNK):
         chunk = ids[start : start + _IN_CHUNK]
         marks = ",".join("?" * len(chunk))
-        found = conn.execute(f"SELECT {_COLUMNS} FROM sessions WHERE id IN ({marks})", chunk).fetchall()
+        found = conn.execute(f"SELECT {_COLUMNS}, {newer} FROM sessions WHERE id IN ({marks})", chunk).fetchall()
         if not found:
             continue
         present = [values[0] for values in found]
@@ -76,8 +98,12 @@ def read_rows(conn: sqlite3.Connection, session_ids: Iterable[str], *, active: b
                 present,
             ).fetchall()
         )
+        usage: dict[str, bool] = {}
+        if MODEL_USAGE in columns:
+            checked = conn.execute(USAGE_CHECK_SQL.format(marks=marks), present).fetchall()
+            usage = {sid: usage_in_step(main, copies, has) for sid, main, copies, has in checked}
         for values in found:
-            rows[values[0]] = _row(values, counts.get(values[0], 0))
+            rows[values[0]] = _row(values, counts.get(values[0], 0), usage.get(values[0]))
     return rows
 
 
@@ -102,7 +128,7 @@ _SOURCE = _NAMES.index("source")
 _MARKS = len(_NAMES)
 
 
-def _row(values: tuple[Any, ...], live_messages: int) -> Row:
+def _row(values: tuple[Any, ...], live_messages: int, usage_in_step: bool | None = None) -> Row:
     """A row as the rule reads it; a value not of its column's type (someone else wrote it) reads as unknown.
 
     Such a column is named in ``bad_values`` (the plan counts it): on a row
@@ -128,4 +154,14 @@ def _row(values: tuple[Any, ...], live_messages: int) -> Row:
         elif type(value) is not int:
             clean[at] = 0
             bad.append(name)
-    return Row(*clean[1:_MARKS], agent_marks=bool(clean[_MARKS]), live_messages=live_messages, bad_values=tuple(bad))
+    last_activity, title_source = clean[_MARKS + 1 : _MARKS + 3]
+    if last_activity is not None and (type(last_activity) not in (int, float) or not math.isfinite(last_activity)):
+        last_activity = None
+        bad.append(LAST_ACTIVITY)
+    if title_source is not None and type(title_source) is not str:
+        title_source = None
+        bad.append(TITLE_SOURCE)
+    # In Row's field order: the columns, the marks, the counts, then the newer schema's.
+    return Row._make(
+        (*clean[1:_MARKS], bool(clean[_MARKS]), live_messages, tuple(bad), last_activity, title_source, usage_in_step)
+    )

@@ -284,6 +284,12 @@ class Row(NamedTuple):
     live_messages: int = 0
     # Columns whose stored value was not of their type (written by someone else): read as unknown.
     bad_values: tuple[str, ...] = ()
+    # Where the database has them (``schema.probe``); None otherwise.
+    last_activity_at: float | None = None
+    title_source: str | None = None
+    # The chat's main-loop ``session_model_usage`` rows are what ``schema.USAGE_COPY_SQL``
+    # would leave (None: no such table).
+    usage_in_step: bool | None = None
 
 
 class Record(NamedTuple):

@@ -15,13 +15,14 @@ import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from .apply import ApplyResult, apply_plans
 from .hermes import Capabilities
 from .plan import ChatPlan, Context, plan_chat
 from .records import ensure_table, read_records, record_tables
 from .rows import messages_have_active, read_rows
+from .schema import probe
 from .states import Desired, Record
 from .store import StateStore
 
@@ -97,7 +98,7 @@ def _plan_chunk(
     conn: sqlite3.Connection, chunk: Sequence[Desired], context: Context, active: bool, tables: frozenset[str]
 ) -> tuple[list[ChatPlan], dict[str, Record]]:
     ids = [chat.session_id for chat in chunk]
-    rows = read_rows(conn, ids, active=active)
+    rows = read_rows(conn, ids, active=active, columns=context.columns)
     records = read_records(conn, ids, tables)
     plans = [plan_chat(chat, rows.get(chat.session_id), records.get(chat.session_id), context) for chat in chunk]
     return plans, records
@@ -181,6 +182,8 @@ class _Transaction:
         deadline = started + self.budget_s
         self.done, self.plans, self.applied = 0, [], ApplyResult()
         tables = ensure_table(conn)
+        # Looked at in every transaction: hermes may upgrade the database while this process runs.
+        context = self.context = replace(self.context, columns=probe(conn))
         store = self.store
         active = store.messages_have_active(conn)
         chats = self.chats
@@ -188,12 +191,12 @@ class _Transaction:
             chunk = chats[self.done : self.done + CHUNK]
             if self.write_transcript is not None and any(chat.transcript is not None for chat in chunk):
                 chunk = chunk[:TRANSCRIPT_CHUNK]
-            plans, records = _plan_chunk(conn, chunk, self.context, active, tables)
+            plans, records = _plan_chunk(conn, chunk, context, active, tables)
             applied = apply_plans(
                 conn,
                 [p for p in plans if p.writes_row or p.record or _has_transcript(p)],
                 records,
-                now=self.context.now,
+                now=context.now,
                 max_title_length=store.capabilities.max_title_length,
                 write_transcript=self.write_transcript,
                 transcript_args={"db": store.db, "active": active, "deadline": deadline},
@@ -223,7 +226,7 @@ def check(
     restore_deleted: bool = False,
 ) -> list[ChatPlan]:
     """The plans ``sync`` would make, on a read-only connection (``verify``, dry runs)."""
-    context = context_for(capabilities, now, restore_deleted=restore_deleted)
+    context = replace(context_for(capabilities, now, restore_deleted=restore_deleted), columns=probe(conn))
     active = messages_have_active(conn)
     tables = record_tables(conn)
     plans: list[ChatPlan] = []
