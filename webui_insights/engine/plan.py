@@ -205,7 +205,21 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if not same or rec.digest != desired.digest or recorded is not rec.version:
         # A new state, one recorded in an earlier release's form, or a version a bad clock stamped.
         changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
+    changes.update(_account_changes(account, rec))
+    outcome = _no_row_outcome(owner, row, rec, account, context)
+    if outcome is not None:
+        plan.outcome = outcome
+        if outcome == "deleted" and rec.deleted_at is None:
+            changes["deleted_at"] = context.now
+        return _with_record(plan, changes)
+    _plan_row(plan, desired, rec, owner, account, context, changes)
+    return _with_record(plan, changes)
+
+
+def _account_changes(account: _Account, rec: Record) -> dict[str, Any]:
+    """The record's accounting fields this state changes."""
     grown = None if account.grown == account.seen else account.grown
+    changes = {}
     for name, value in (
         ("seen", account.seen),
         ("grown", grown),
@@ -216,26 +230,37 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     ):
         if value != getattr(rec, name):
             changes[name] = value
+    return changes
 
+
+def _no_row_outcome(owner: Owner | None, row: Row | None, rec: Record, account: _Account, context: Context) -> Outcome | None:
+    """Why this chat gets no row written now, if it gets none (None: it does)."""
     if owner == "foreign":
         # Followed as the WebUI has it, so that once the other source's row is
         # gone (deleted in hermes) only a new turn brings the chat in.
-        plan.outcome = "foreign"
-        return _with_record(plan, changes)
+        return "foreign"
+    if row is not None:
+        return None
+    if rec.owner is not None and not context.restore_deleted and not account.activity:
+        return "deleted"  # deleted in hermes: until the chat's next turn
+    if owner is None:  # hermes-agent will create it: fill in once it has
+        return "awaiting_hermes"
+    if rec.owner is None and not any(account.spent):
+        return "no_turn"  # nothing of its own yet: no row until it has a turn
+    return None
 
-    if row is None:
-        if rec.owner is not None and not context.restore_deleted and not account.activity:
-            plan.outcome = "deleted"
-            if rec.deleted_at is None:
-                changes["deleted_at"] = context.now
-            return _with_record(plan, changes)
-        if owner is None:  # hermes-agent will create it: fill in once it has
-            plan.outcome = "awaiting_hermes"
-            return _with_record(plan, changes)
-        if rec.owner is None and not any(account.spent):
-            plan.outcome = "no_turn"  # nothing of its own yet: no row until it has a turn
-            return _with_record(plan, changes)
 
+def _plan_row(
+    plan: ChatPlan,
+    desired: Desired,
+    rec: Record,
+    owner: Owner | None,
+    account: _Account,
+    context: Context,
+    changes: dict[str, Any],
+) -> None:
+    """The row's insert or update, its title and what newer schemas hold, into ``plan`` (record ``changes`` too)."""
+    row = plan.row
     if owner == "mirror":
         wanted = _mirror_columns(desired, account, row, context, plan.notes)
     else:
@@ -268,7 +293,6 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         plan.outcome = "updated"
     if title.action == "adopt" and rec.title_memory != (title.base, row.title if row else None):
         changes.update(title_base=title.base, title_written=row.title if row else None)
-    return _with_record(plan, changes)
 
 
 def _owner(desired: Desired, row: Row | None, rec: Record) -> Owner | None:
@@ -377,22 +401,8 @@ def _account(
     news = desired.ledger is not None and any(desired.ledger)  # the agent hook counted a run: a turn
     seen = rec.seen
     if seen is None:
-        inherited = _inherited(desired, now)
-        if inherited:
-            notes.append("inherited_usage")
-            grown = ZERO
-        elif rec.version is not None:
-            # An earlier release's row held the larger of the figures and the whole ledger.
-            grown = figures.larger(total)
-        else:
-            grown = figures
+        grown, activity = _first_sight(desired, rec, figures, total, notes, now)
         growth = grown
-        if rec.version is not None:  # an earlier release applied states: it judged turns by the message count
-            activity = desired.message_count > rec.message_count
-        elif rec.owner is not None:  # known without any state (another source's chat, a title memory): the baseline
-            activity = False
-        else:
-            activity = any(grown)
     else:
         step = figures.growth(seen)
         # While the recorded version orders nothing (a clock was set back), this state may be an
@@ -417,6 +427,25 @@ def _account(
         spent=spent,
         unrecorded=Counters.of_ledger(ledger.beyond(rec.applied)),
     )
+
+
+def _first_sight(
+    desired: Desired, rec: Record, figures: Counters, total: Counters, notes: list[str], now: float
+) -> tuple[Counters, bool]:
+    """What a chat met for the first time (in this record's form) has grown, and whether that is activity."""
+    if _inherited(desired, now):
+        notes.append("inherited_usage")
+        grown = ZERO
+    elif rec.version is not None:
+        # An earlier release's row held the larger of the figures and the whole ledger.
+        grown = figures.larger(total)
+    else:
+        grown = figures
+    if rec.version is not None:  # an earlier release applied states: it judged turns by the message count
+        return grown, desired.message_count > rec.message_count
+    if rec.owner is not None:  # known without any state (another source's chat, a title memory): the baseline
+        return grown, False
+    return grown, any(grown)
 
 
 def _later_message(desired: Desired, rec: Record) -> bool:
