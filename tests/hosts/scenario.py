@@ -88,6 +88,7 @@ class Chat:
     tool_calls: int = 0  # tool calls the fake LLM made in this chat
     llm_calls: int = 0  # chat-completion calls (title requests excluded)
     stream_calls: int = 0  # of which in streaming turns (the ones whose usage the WebUI records)
+    unseen_calls: int = 0  # of which while mirroring was off (chat E's first turn in mode checkbox)
     streams: list[list[str]] = field(default_factory=list)  # SSE event names per streaming turn
     json: dict[str, Any] = field(default_factory=dict)  # final WebUI session file
     json_after_first_turn: dict[str, Any] = field(default_factory=dict)  # WebUI JSON after turn 1 (chat A)
@@ -214,6 +215,7 @@ def run_scenario(
         e = new_chat("E", E_FIRST)
         turn(e, "stream", E_FIRST)
         if mode == "checkbox":
+            e.unseen_calls = e.llm_calls  # nobody counted them but the WebUI's file
             server.request("POST", "/api/settings", {"sync_to_insights": True})  # what the Settings page sends
             time.sleep(SETTINGS_TTL_S + 0.5)
 
