@@ -26,12 +26,11 @@ from typing import Any, cast
 from ..diagnostics import Stats
 from ..engine.chats import desired_from
 from ..engine.hermes import Capabilities, HermesStateUnavailable, hermes_state
-from ..engine.plan import ChatPlan, Drift
-from ..engine.rows import messages_have_active
+from ..engine.plan import ChatPlan
 from ..engine.states import Desired
 from ..engine.store import StateDBMissing, StateDBUninitialised, StateStore, check_initialised, open_read_only
 from ..engine.sync import SyncReport, check, sync
-from ..engine.transcripts import MAX_MESSAGES_PER_CHAT, TranscriptWriter, read_stored_rows, to_row
+from ..engine.transcripts import TranscriptWriter
 from ..profiles import DEFAULT_PROFILE, Homes, InvalidProfile
 from ..snapshot import UsageSnapshot
 
@@ -482,9 +481,7 @@ def check_all(
         try:
             check_initialised(conn, path)
             chats = _desired(group, transcripts, outcome.notes)
-            plans = check(conn, chats, capabilities, restore_deleted=restore_deleted)
-            if transcripts:
-                _transcript_drift(conn, plans)
+            plans = check(conn, chats, capabilities, restore_deleted=restore_deleted, transcripts=transcripts)
             for plan in plans:
                 outcome.outcomes[plan.outcome] += 1
                 outcome.notes.update(plan.notes)
@@ -498,21 +495,3 @@ def check_all(
         if rest > 0:
             outcome.outcomes["not_done"] += rest
     return results, refused
-
-
-def _transcript_drift(conn: sqlite3.Connection, plans: list[ChatPlan]) -> None:
-    """Compare stored messages with the WebUI's for mirror-owned chats (hermes' own are its business)."""
-    active = messages_have_active(conn)
-    for plan in plans:
-        desired = plan.desired
-        if desired is None or desired.transcript is None or plan.owner != "mirror" or plan.row is None:
-            continue
-        stored = read_stored_rows(conn, plan.session_id, active)
-        wanted = [to_row(m)[:5] for m in desired.transcript[:MAX_MESSAGES_PER_CHAT]]
-        have = [tuple(row[1:6]) for row in stored]
-        if have != wanted:
-            first = next((i for i, (a, b) in enumerate(zip(have, wanted, strict=False)) if a != b), None)
-            where = f"differs from message {first + 1}" if first is not None else f"{len(have)} stored"
-            plan.extra_drift.append(Drift("transcript", f"{len(wanted)} messages", where))
-            if plan.outcome == "unchanged":
-                plan.outcome = "updated"

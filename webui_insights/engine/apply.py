@@ -4,18 +4,22 @@ Runs inside one write transaction (``SessionDB._execute_write`` gives it
 ``BEGIN IMMEDIATE`` and SessionDB's own retry): new rows in one
 ``executemany``, updates grouped by the columns they set, additions to
 hermes-agent's own totals, titles with their collision names resolved
-against hermes' unique title index, and the records last, so a chat's row
-and its record commit together or not at all.
+against hermes' unique title index, then each chat's messages
+(``plan.transcript``) in chunks under the transaction's time budget, and
+the records last, so a chat's row, its messages and its record commit
+together or not at all.
 
-Never: decide anything (``plan`` did), write a column a plan did not ask
-for, or leave a title another session holds (the index would refuse it).
+Never: decide anything (``plan`` and ``transcripts.plan_transcript`` did),
+write a column a plan did not ask for, or leave a title another session
+holds (the index would refuse it).
 """
 
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -25,8 +29,9 @@ from .records import merge, write_records
 from .schema import LAST_ACTIVITY, TITLE_SOURCE, USAGE_COPY_SQL, USAGE_DELETE_SQL
 from .states import OWNED_COLUMNS, Record
 from .titles import candidate
+from .transcripts import MessageRow, TranscriptDone, TranscriptPlan, chain_end
 
-__all__ = ["ApplyResult", "TitleAllocator", "apply_plans", "free_title"]
+__all__ = ["ApplyResult", "TitleAllocator", "TranscriptBudget", "apply_plans"]
 
 _INSERT_COLUMNS = (
     "id",
@@ -49,6 +54,11 @@ _INSERT_SQL = (
 # Columns of hermes' newer schema a new row may carry besides those (where the database has them).
 _NEWER_COLUMNS = (LAST_ACTIVITY, TITLE_SOURCE)
 _MAX_COLLISION_NAMES = 10_000
+# hermes-agent's append_message counted again what this layer had counted for the messages it wrote again.
+_SUBTRACT_SQL = (
+    "UPDATE sessions SET message_count = MAX(0, message_count - ?), "
+    "tool_call_count = MAX(0, tool_call_count - ?) WHERE id = ?"
+)
 
 
 def _insert_sql(newer: tuple[str, ...]) -> str:
@@ -58,6 +68,8 @@ def _insert_sql(newer: tuple[str, ...]) -> str:
     names = (*_INSERT_COLUMNS, *newer)
     marks = ", ".join("?" * len(names))
     return f"INSERT INTO sessions ({', '.join(names)}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
+
+
 _IN_CHUNK = 400
 
 
@@ -72,6 +84,8 @@ class ApplyResult:
     records_written: int = 0
     # Chats whose transcript did not fit this transaction's time budget (the next one goes on).
     unfinished: list[str] = field(default_factory=list)
+    # What was done of each chat's messages (the writer counts and remembers it).
+    transcripts: list[TranscriptDone] = field(default_factory=list)
 
 
 class TitleAllocator:
@@ -156,9 +170,53 @@ class TitleAllocator:
         return max(1, highest or 1)
 
 
-def free_title(conn: sqlite3.Connection, base: str, session_id: str, max_length: int) -> str | None:
-    """``base``, or its first collision name no other session holds (None: none left)."""
-    return TitleAllocator(conn, max_length).give(base, session_id)
+class _RowWrites:
+    """The row statements of a batch, grouped so each kind runs as one ``executemany``."""
+
+    def __init__(self) -> None:
+        self.inserts: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+        self.updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+        self.additions: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+        self.usage: list[tuple[str]] = []
+
+    def add(self, plan: ChatPlan, title: str | None, result: ApplyResult) -> None:
+        """The statements ``plan`` needs, its title given as ``title`` (None: none written)."""
+        if plan.insert is not None:
+            plan.insert["title"] = title
+            if title is None:
+                plan.insert.pop(TITLE_SOURCE, None)  # no name could be given: no provenance either
+            newer = tuple(name for name in _NEWER_COLUMNS if name in plan.insert)
+            self.inserts[newer].append((*_insert_values(plan.insert), *(plan.insert[name] for name in newer)))
+            result.rows_written += 1
+        elif plan.update or plan.add or title is not None or plan.usage:
+            columns = dict(plan.update)
+            if title is not None:
+                columns["title"] = title
+            elif plan.title.action == "write":
+                columns.pop(TITLE_SOURCE, None)  # no name could be given: no provenance either
+            if columns:
+                self.updates[tuple(columns)].append((*columns.values(), plan.session_id))
+            if plan.add:
+                self.additions[tuple(plan.add)].append((*plan.add.values(), plan.session_id))
+            result.rows_written += 1
+        if title is not None:
+            result.titles_written += 1
+        if plan.usage:
+            self.usage.append((plan.session_id,))
+
+    def execute(self, conn: sqlite3.Connection) -> None:
+        for newer, params in self.inserts.items():
+            conn.executemany(_insert_sql(newer), params)
+        for names, params in self.updates.items():
+            assignments = ", ".join(f"{name} = ?" for name in names)
+            conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
+        for names, params in self.additions.items():
+            assignments = ", ".join(f"{name} = COALESCE({name}, 0) + ?" for name in names)
+            conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
+        if self.usage:
+            # After the rows: each usage row is a copy of its row as written above.
+            conn.executemany(USAGE_DELETE_SQL, self.usage)
+            conn.executemany(USAGE_COPY_SQL, self.usage)
 
 
 def apply_plans(
@@ -168,72 +226,25 @@ def apply_plans(
     *,
     now: float,
     max_title_length: int,
-    write_transcript: Callable[..., bool] | None = None,
-    transcript_args: dict[str, Any] | None = None,
+    transcripts: TranscriptBudget | None = None,
 ) -> ApplyResult:
-    """Execute ``plans`` on ``conn`` (inside the caller's transaction); records last.
+    """Execute ``plans`` on ``conn`` (inside the caller's transaction): rows, then messages, records last.
 
-    ``write_transcript(conn, plan, record, changes, **transcript_args)``
-    writes a chat's messages (it runs after the chat's row exists) and says
-    whether it finished within the budget.
+    ``transcripts``: write the chats' messages too (``plan.transcript``), under that budget.
     """
     result = ApplyResult()
     record_changes: dict[str, dict[str, Any]] = {}
-    inserts: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
-    usage: list[tuple[str]] = []
-    updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
-    additions: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
+    rows = _RowWrites()
     titles = TitleAllocator(conn, max_title_length)
     titles.prefetch([p.title.base for p in plans if p.title.action == "write" and p.title.base is not None])
     for plan in plans:
         changes = dict(plan.record or {})
-        title = _resolve_title(plan, titles, result, changes)
-        if plan.insert is not None:
-            plan.insert["title"] = title
-            if title is None:
-                plan.insert.pop(TITLE_SOURCE, None)  # no name could be given: no provenance either
-            newer = tuple(name for name in _NEWER_COLUMNS if name in plan.insert)
-            inserts[newer].append((*_insert_values(plan.insert), *(plan.insert[name] for name in newer)))
-            result.rows_written += 1
-        elif plan.update or plan.add or title is not None or plan.usage:
-            columns = dict(plan.update)
-            if title is not None:
-                columns["title"] = title
-            elif plan.title.action == "write":
-                columns.pop(TITLE_SOURCE, None)  # no name could be given: no provenance either
-            if columns:
-                updates[tuple(columns)].append((*columns.values(), plan.session_id))
-            if plan.add:
-                additions[tuple(plan.add)].append((*plan.add.values(), plan.session_id))
-            result.rows_written += 1
-        if title is not None:
-            result.titles_written += 1
-        if plan.usage:
-            usage.append((plan.session_id,))
+        rows.add(plan, _resolve_title(plan, titles, result, changes), result)
         if changes:
             record_changes[plan.session_id] = changes
-    for newer, params in inserts.items():
-        conn.executemany(_insert_sql(newer), params)
-    for names, params in updates.items():
-        assignments = ", ".join(f"{name} = ?" for name in names)
-        conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
-    for names, params in additions.items():
-        assignments = ", ".join(f"{name} = COALESCE({name}, 0) + ?" for name in names)
-        conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
-    if usage:
-        # After the rows: each usage row is a copy of its row as written above.
-        conn.executemany(USAGE_DELETE_SQL, usage)
-        conn.executemany(USAGE_COPY_SQL, usage)
-    if write_transcript is not None:
-        for plan in plans:
-            desired = plan.desired
-            if desired is None or desired.transcript is None or plan.outcome in NO_ROW_OUTCOMES:
-                continue
-            changes = record_changes.setdefault(plan.session_id, {})
-            if not write_transcript(conn, plan, records.get(plan.session_id), changes, **(transcript_args or {})):
-                result.unfinished.append(plan.session_id)
-            if not changes:
-                del record_changes[plan.session_id]
+    rows.execute(conn)
+    if transcripts is not None:
+        _apply_transcripts(conn, plans, transcripts, record_changes, result)
     if record_changes:
         write_records(conn, ((sid, merge(records.get(sid), changes)) for sid, changes in record_changes.items()), now)
         result.records_written = len(record_changes)
@@ -254,3 +265,117 @@ def _resolve_title(plan: ChatPlan, titles: TitleAllocator, result: ApplyResult, 
         return None
     changes.update(title_base=decision.base, title_written=name)
     return name
+
+
+# ------------------------------------------------------------------ messages
+
+
+@dataclass(slots=True)
+class TranscriptBudget:
+    """The time budget one write transaction writes messages under (shared by its chunks).
+
+    ``db`` is hermes' ``SessionDB``: its own row encoder inserts the rows where it has one.
+    """
+
+    deadline: float
+    db: object
+    # A chat's messages were reached in this transaction: later ones wait once the budget is spent.
+    started: bool = False
+
+
+def _apply_transcripts(
+    conn: sqlite3.Connection,
+    plans: Sequence[ChatPlan],
+    budget: TranscriptBudget,
+    record_changes: dict[str, dict[str, Any]],
+    result: ApplyResult,
+) -> None:
+    """Each chat's messages, after its row exists; a mirrored chat reached once the budget is spent
+    waits for the next transaction (the first chat of a transaction always moves on)."""
+    for plan in plans:
+        desired = plan.desired
+        if desired is None or desired.transcript is None or plan.outcome in NO_ROW_OUTCOMES:
+            continue
+        first, budget.started = not budget.started, True
+        transcript = plan.transcript
+        if transcript is None:
+            continue
+        if transcript.kind == "mirror" and not first and time.perf_counter() >= budget.deadline:
+            result.unfinished.append(plan.session_id)
+            continue
+        done, changes = _execute_transcript(conn, transcript, budget)
+        result.transcripts.append(done)
+        if changes:
+            record_changes.setdefault(plan.session_id, {}).update(changes)
+        if not done.finished:
+            result.unfinished.append(plan.session_id)
+
+
+def _execute_transcript(
+    conn: sqlite3.Connection, plan: TranscriptPlan, budget: TranscriptBudget
+) -> tuple[TranscriptDone, dict[str, Any] | None]:
+    """What was done, and the record's transcript columns after it (None: they stay)."""
+    if plan.kind == "left":
+        return TranscriptDone(plan), None
+    if plan.kind == "hand_over":
+        _delete(conn, plan.delete)
+        if plan.subtract[0]:
+            conn.execute(_SUBTRACT_SQL, (*plan.subtract, plan.session_id))
+        return TranscriptDone(plan, deleted=len(plan.delete)), plan.record
+    if not plan.delete and not plan.append:
+        return TranscriptDone(plan, reached=(plan.keep, plan.base)), plan.record
+    deleted = _delete_tail(conn, plan, budget.deadline)
+    if deleted < len(plan.delete):
+        done = TranscriptDone(plan, deleted, reached=(plan.keep, plan.base), finished=False)
+        return done, plan.after_deleting(deleted)
+    written, current, notes = _append(conn, plan, budget)
+    done = TranscriptDone(plan, deleted, written, (plan.keep + written, current), notes, written == plan.append)
+    return done, plan.after_appending(written, current)
+
+
+def _delete_tail(conn: sqlite3.Connection, plan: TranscriptPlan, deadline: float) -> int:
+    """From the end: what stays is always a prefix of what was there."""
+    deleted = 0
+    for piece in plan.deletions():
+        _delete(conn, piece)
+        deleted += len(piece)
+        if plan.bounded and deleted < len(plan.delete) and time.perf_counter() >= deadline:
+            break
+    return deleted
+
+
+def _append(
+    conn: sqlite3.Connection, plan: TranscriptPlan, budget: TranscriptBudget
+) -> tuple[int, str, tuple[str, ...]]:
+    """The WebUI's messages after the kept rows: (rows written, their chain, the caps that applied)."""
+    written = 0
+    current = plan.base
+    notes: list[str] = []
+    for rows in plan.insertions(notes):
+        _insert(conn, budget.db, plan.session_id, rows)
+        current = chain_end(rows, current)
+        written += len(rows)
+        if plan.bounded and written < plan.append and time.perf_counter() >= budget.deadline:
+            break
+    return written, current, tuple(notes)
+
+
+def _insert(conn: sqlite3.Connection, db: object, session_id: str, rows: Sequence[MessageRow]) -> None:
+    """Through SessionDB's own row encoder where it has one (0.18.2+); it leaves the session's counters alone."""
+    insert_rows = getattr(db, "_insert_message_rows", None)
+    if callable(insert_rows):
+        insert_rows(conn, session_id, [row.as_message() for row in rows])
+        return
+    now = time.time()
+    conn.executemany(
+        "INSERT INTO messages (session_id, role, content, tool_call_id, tool_calls, tool_name, timestamp) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [
+            (session_id, r.role, r.content, r.tool_call_id, r.tool_calls, r.tool_name, r.timestamp or now + i * 1e-6)
+            for i, r in enumerate(rows)
+        ],
+    )
+
+
+def _delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
+    conn.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])

@@ -49,11 +49,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .schema import LAST_ACTIVITY, MODEL_USAGE, TITLE_SOURCE, TITLE_SOURCE_WEBUI
 from .states import ZERO, Counters, Desired, Ledger, Owner, Record, Row, Version, same_state
 from .titles import TitleDecision, decide_title
+
+if TYPE_CHECKING:
+    from .transcripts import TranscriptPlan
 
 __all__ = [
     "Context",
@@ -138,6 +141,8 @@ class ChatPlan:
     extra_drift: list[Drift] = field(default_factory=list)
     # Make the chat's session_model_usage row a copy of its totals (``_newer_schema``).
     usage: bool = False
+    # The chat's messages (``transcripts.plan_transcript``, planned where state.db's messages can be read).
+    transcript: TranscriptPlan | None = None
 
     @property
     def writes_row(self) -> bool:

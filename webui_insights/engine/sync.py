@@ -14,17 +14,18 @@ from __future__ import annotations
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
-from .apply import ApplyResult, apply_plans
+from .apply import ApplyResult, TranscriptBudget, apply_plans
 from .hermes import Capabilities
-from .plan import ChatPlan, Context, plan_chat
+from .plan import NO_ROW_OUTCOMES, ChatPlan, Context, plan_chat
 from .records import ensure_table, read_records, record_tables
 from .rows import messages_have_active, read_rows
 from .schema import probe
 from .states import Desired, Record
 from .store import StateStore
+from .transcripts import StoredMessages, TranscriptWriter, plan_transcript
 
 __all__ = ["KeepPlans", "SyncReport", "sync", "check", "context_for"]
 
@@ -35,7 +36,6 @@ CHUNK = 100
 # next transaction.
 TRANSCRIPT_CHUNK = 10
 
-TranscriptWriter = Callable[..., bool]
 # Which plans a report keeps: all (True), none (False), or those with one of these outcomes.
 KeepPlans = bool | frozenset[str]
 
@@ -181,6 +181,7 @@ class _Transaction:
         started = time.perf_counter()
         deadline = started + self.budget_s
         self.done, self.plans, self.applied = 0, [], ApplyResult()
+        budget = TranscriptBudget(deadline, self.store.db) if self.write_transcript is not None else None
         tables = ensure_table(conn)
         # Looked at in every transaction: hermes may upgrade the database while this process runs.
         context = self.context = replace(self.context, columns=probe(conn))
@@ -192,15 +193,19 @@ class _Transaction:
             if self.write_transcript is not None and any(chat.transcript is not None for chat in chunk):
                 chunk = chunk[:TRANSCRIPT_CHUNK]
             plans, records = _plan_chunk(conn, chunk, context, active, tables)
+            chosen = [p for p in plans if p.writes_row or p.record or _has_transcript(p)]
+            if self.write_transcript is not None:
+                _plan_transcripts(conn, chosen, records, self.write_transcript, active)
             applied = apply_plans(
                 conn,
-                [p for p in plans if p.writes_row or p.record or _has_transcript(p)],
+                chosen,
                 records,
                 now=context.now,
                 max_title_length=store.capabilities.max_title_length,
-                write_transcript=self.write_transcript,
-                transcript_args={"db": store.db, "active": active, "deadline": deadline},
+                transcripts=budget,
             )
+            if self.write_transcript is not None:
+                self.write_transcript.account(applied.transcripts)
             total = self.applied
             total.rows_written += applied.rows_written
             total.titles_written += applied.titles_written
@@ -217,6 +222,20 @@ def _has_transcript(plan: ChatPlan) -> bool:
     return plan.desired is not None and plan.desired.transcript is not None and plan.owner == "mirror"
 
 
+def _plan_transcripts(
+    conn: sqlite3.Connection,
+    plans: Sequence[ChatPlan],
+    records: dict[str, Record],
+    writer: TranscriptWriter,
+    active: bool,
+) -> None:
+    """The messages of the chats ``apply`` will reach, planned from the rows state.db holds now."""
+    for plan in plans:
+        desired = plan.desired
+        if desired is not None and desired.transcript is not None and plan.outcome not in NO_ROW_OUTCOMES:
+            writer.plan(plan, records.get(plan.session_id), StoredMessages(conn, plan.session_id, active))
+
+
 def check(
     conn: sqlite3.Connection,
     chats: Sequence[Desired],
@@ -224,14 +243,24 @@ def check(
     *,
     now: float | None = None,
     restore_deleted: bool = False,
+    transcripts: bool = False,
 ) -> list[ChatPlan]:
-    """The plans ``sync`` would make, on a read-only connection (``verify``, dry runs)."""
+    """The plans ``sync`` would make, on a read-only connection (``verify``, dry runs).
+
+    ``transcripts``: compare a mirrored chat's stored messages with the
+    WebUI's, every row (hermes-agent's own are its business).
+    """
     context = replace(context_for(capabilities, now, restore_deleted=restore_deleted), columns=probe(conn))
     active = messages_have_active(conn)
     tables = record_tables(conn)
     plans: list[ChatPlan] = []
     unique = _newest_per_chat(chats)
     for start in range(0, len(unique), CHUNK):
-        chunk_plans, _ = _plan_chunk(conn, unique[start : start + CHUNK], context, active, tables)
+        chunk_plans, records = _plan_chunk(conn, unique[start : start + CHUNK], context, active, tables)
+        if transcripts:
+            for plan in chunk_plans:
+                if plan.owner == "mirror" and plan.row is not None:
+                    stored = StoredMessages(conn, plan.session_id, active)
+                    plan_transcript(plan, records.get(plan.session_id), stored, exhaustive=True)
         plans.extend(chunk_plans)
     return plans

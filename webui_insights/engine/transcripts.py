@@ -1,10 +1,12 @@
 """Opt-in transcripts: a chat's messages in hermes' ``messages`` table, so session search finds them.
 
 Owns the conversion of the WebUI's message dicts into rows (role, content,
-tool calls, tool name, timestamp) within size caps, and ``TranscriptWriter``,
-which ``apply`` calls inside the engine's write transaction for every chat
-that has a transcript. It decides from state.db itself, never from what this
-process remembers sending:
+tool calls, tool name, timestamp) within size caps, and the plan for a
+chat's messages (``plan_transcript``: what to delete, what to append, what
+the record and the row's totals become), made by ``sync`` with the rest of
+the chat's plan; ``apply`` executes it, ``verify`` reports its drift. Never
+writes: nothing here changes a table. It decides from state.db itself,
+never from what this process remembers sending:
 
 - **What is there.** The chat's record (``transcript_count``,
   ``transcript_chain``) says how many live messages this layer wrote and a
@@ -20,8 +22,8 @@ process remembers sending:
 - **Atomic where it matters.** A rewrite of up to ``ATOMIC_OPS`` rows
   (deletes plus inserts: an edit, a regenerate, a truncation of a normal
   chat) is done in one transaction, whatever the time budget says. Appends
-  and larger rewrites go on over several short transactions (``False`` =
-  call again; each does at least one chunk of ``_CHUNK`` rows), a rewrite
+  and larger rewrites go on over several short transactions (the plan is
+  made again in the next; each does at least one chunk of ``_CHUNK`` rows), a rewrite
   deleting from the end first, then appending: between two of them state.db
   holds a prefix of the old transcript, then a prefix of the new one —
   never old and new mixed, never a duplicate. The record says where it got
@@ -47,7 +49,7 @@ counters: ``messages_written``, ``messages_deleted``, ``rewrites``,
 ``continued`` (a write that went on in the next transaction),
 ``duplicates_removed``, ``handed_over``.
 
-The only memory kept between calls is, per chat, (count, a quick hash of
+The only memory kept between calls (``TranscriptWriter``, one per writer) is, per chat, (count, a quick hash of
 the WebUI's messages, chain) of the messages last written: three values,
 bounded to ``_MEMORY_LIMIT`` chats, no reference to the host's objects. It
 only spares re-converting an unchanged prefix; without it (a restart,
@@ -60,10 +62,10 @@ import hashlib
 import json
 import re
 import sqlite3
-import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 from ..snapshot import scrub_surrogates
 from .plan import Drift
@@ -76,10 +78,14 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MessageRow",
+    "StoredMessages",
+    "TranscriptDone",
+    "TranscriptPlan",
     "TranscriptWriter",
+    "plan_transcript",
     "to_row",
     "chain",
-    "content_fingerprint",
+    "chain_end",
     "read_stored_rows",
     "MAX_MESSAGE_CHARS",
     "MAX_MESSAGES_PER_CHAT",
@@ -216,7 +222,8 @@ def _link(current: str, row: Sequence[Any]) -> str:
     return digest.hexdigest()
 
 
-def _chain_end(rows: Iterable[Sequence[Any]], start: str = EMPTY_CHAIN) -> str:
+def chain_end(rows: Iterable[Sequence[Any]], start: str = EMPTY_CHAIN) -> str:
+    """The last link of ``chain(rows, start)``: what the record keeps after writing ``rows``."""
     current = start
     for row in rows:
         current = _link(current, row)
@@ -225,15 +232,7 @@ def _chain_end(rows: Iterable[Sequence[Any]], start: str = EMPTY_CHAIN) -> str:
 
 def _stored_chain(stored_rows: Iterable[Sequence[Any]]) -> str:
     """The chain of stored rows as ``read_stored_rows`` gives them (their id first)."""
-    return _chain_end(row[1:6] for row in stored_rows)
-
-
-def content_fingerprint(messages: Iterable[tuple[str, str | None]]) -> str:
-    """Fingerprint of (role, content) pairs, computed alike from the WebUI's messages and state.db's rows."""
-    digest = hashlib.blake2b(digest_size=16)
-    for role, content in messages:
-        digest.update(repr((role, content)).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
+    return chain_end(row[1:6] for row in stored_rows)
 
 
 def _quick_key(message: Any) -> Any:
@@ -282,36 +281,39 @@ def read_stored_rows(conn: sqlite3.Connection, session_id: str, active: bool) ->
     ).fetchall()
 
 
-def _last_ids(conn: sqlite3.Connection, session_id: str, active: bool, n: int) -> list[int]:
-    """The ids of a chat's ``n`` newest live messages, newest first."""
-    live = " AND active = 1" if active else ""
-    return [
-        row[0]
-        for row in conn.execute(
-            f"SELECT id FROM messages WHERE session_id = ?{live} ORDER BY id DESC LIMIT ?", (session_id, n)
-        )
-    ]
+class StoredMessages:
+    """A chat's live rows in hermes' ``messages`` table as planning sees them: read only when needed, once.
 
+    The common case (an append the record vouches for) reads nothing.
+    """
 
-def _insert(conn: sqlite3.Connection, db: Any, session_id: str, rows: Sequence[MessageRow]) -> None:
-    """Through SessionDB's own row encoder where it has one (0.18.2+); it leaves the session's counters alone."""
-    insert_rows = getattr(db, "_insert_message_rows", None)
-    if callable(insert_rows):
-        insert_rows(conn, session_id, [row.as_message() for row in rows])
-        return
-    now = time.time()
-    conn.executemany(
-        "INSERT INTO messages (session_id, role, content, tool_call_id, tool_calls, tool_name, timestamp) "
-        "VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [
-            (session_id, r.role, r.content, r.tool_call_id, r.tool_calls, r.tool_name, r.timestamp or now + i * 1e-6)
-            for i, r in enumerate(rows)
-        ],
-    )
+    __slots__ = ("_conn", "_session_id", "_active", "_rows")
 
+    def __init__(self, conn: sqlite3.Connection, session_id: str, active: bool) -> None:
+        self._conn = conn
+        self._session_id = session_id
+        self._active = active
+        self._rows: list[tuple[Any, ...]] | None = None
 
-def _delete(conn: sqlite3.Connection, ids: Sequence[int]) -> None:
-    conn.executemany("DELETE FROM messages WHERE id = ?", [(i,) for i in ids])
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Every live row, as ``read_stored_rows`` gives them."""
+        if self._rows is None:
+            self._rows = read_stored_rows(self._conn, self._session_id, self._active)
+        return self._rows
+
+    def newest_ids(self, n: int) -> list[int]:
+        """The ids of the chat's ``n`` newest live messages, newest first."""
+        if n <= 0:
+            return []
+        if self._rows is not None:
+            return [row[0] for row in reversed(self._rows[-n:])]
+        live = " AND active = 1" if self._active else ""
+        return [
+            row[0]
+            for row in self._conn.execute(
+                f"SELECT id FROM messages WHERE session_id = ?{live} ORDER BY id DESC LIMIT ?", (self._session_id, n)
+            )
+        ]
 
 
 def _progress(text: str | None, count: int) -> tuple[int, str] | None:
@@ -354,11 +356,259 @@ def _duplicated_tail(ours: Sequence[tuple[Any, ...]], theirs: Sequence[tuple[Any
     return 0, False
 
 
-# ------------------------------------------------------------------ writing
+# ------------------------------------------------------------------ the plan
+
+# What a chat's messages need: "mirror" (this layer writes them), "hand_over"
+# (hermes-agent took the chat over: remove what it wrote again, forget ours),
+# "left" (hermes-agent writes them, nothing of ours to look after).
+TranscriptKind = Literal["mirror", "hand_over", "left"]
+
+
+@dataclass(frozen=True, slots=True)
+class TranscriptPlan:
+    """What a chat's messages need; ``apply`` executes it, ``verify`` reports its ``drift``.
+
+    The rows ``delete`` go first (newest first, so what stays is a prefix of
+    what was there), then the WebUI's ``messages[keep:]`` are appended after
+    the ``keep`` rows kept (whose chain is ``base``).
+    """
+
+    session_id: str
+    kind: TranscriptKind
+    messages: Sequence[Any] = ()
+    keep: int = 0
+    base: str = EMPTY_CHAIN
+    delete: tuple[int, ...] = ()
+    # May stop after any chunk once the transaction's budget is spent; False: all in this transaction.
+    bounded: bool = True
+    # (messages, tool calls) to take off the row's totals: the hand-over's duplicates were counted twice.
+    subtract: tuple[int, int] = (0, 0)
+    # The record's transcript columns when nothing is appended (None: they stay).
+    record: dict[str, Any] | None = None
+    drift: Drift | None = None
+    # Counters this plan accounts for once executed (``stats()["transcripts"]``).
+    notes: tuple[str, ...] = ()
+    quick: _Quick | None = field(default=None, compare=False, repr=False)
+
+    @property
+    def append(self) -> int:
+        """How many of the WebUI's messages are appended."""
+        return len(self.messages) - self.keep
+
+    def deletions(self) -> Iterator[tuple[int, ...]]:
+        """The ids to delete, a chunk at a time (the budget is looked at between two)."""
+        for start in range(0, len(self.delete), _CHUNK):
+            yield self.delete[start : start + _CHUNK]
+
+    def insertions(self, notes: list[str]) -> Iterator[list[MessageRow]]:
+        """The rows to append, a chunk at a time, each converted only when it is reached."""
+        for start in range(self.keep, len(self.messages), _CHUNK):
+            yield [to_row(m, notes) for m in self.messages[start : start + _CHUNK]]
+
+    def after_deleting(self, deleted: int) -> dict[str, Any]:
+        """The record's columns while the old tail is partly deleted: the rest of it is still there."""
+        pending = f"{self.keep}:{self.base}"
+        return {"transcript_count": self.keep + len(self.delete) - deleted, "transcript_chain": pending}
+
+    def after_appending(self, written: int, current: str) -> dict[str, Any]:
+        """The record's columns once ``written`` rows (chain ``current``) follow the kept ones."""
+        return {"transcript_count": self.keep + written, "transcript_chain": current}
+
+
+class TranscriptDone(NamedTuple):
+    """What ``apply`` did of a ``TranscriptPlan`` in one transaction."""
+
+    plan: TranscriptPlan
+    deleted: int = 0
+    written: int = 0
+    # (how many of the WebUI's first messages state.db holds now, their chain); None: nothing mirrored.
+    reached: tuple[int, str] | None = None
+    notes: tuple[str, ...] = ()  # the caps that applied to the rows written
+    finished: bool = True
+
+
+def plan_transcript(
+    chat: ChatPlan,
+    record: Record | None,
+    stored: StoredMessages,
+    known: tuple[int, int, str] | None = None,
+    *,
+    exhaustive: bool = False,
+) -> TranscriptPlan | None:
+    """Plan ``chat``'s messages and set ``chat.transcript``; a chat whose messages change is a chat written.
+
+    Decides from state.db and the record alone (reading ``stored`` only
+    where the record cannot vouch for it); ``known`` is what a writer
+    remembers of the chat (``TranscriptWriter``), which only spares work.
+    ``exhaustive`` (verify): compare every stored row with the WebUI's
+    messages, whatever the record says.
+    """
+    desired = chat.desired
+    plan: TranscriptPlan | None = None
+    if desired is None or desired.transcript is None:
+        pass
+    elif chat.owner == "hermes":
+        if record is not None and record.transcript_count:
+            plan = _plan_hand_over(chat.session_id, record, stored)
+        else:
+            plan = TranscriptPlan(chat.session_id, "left", notes=("left_to_hermes",))
+    elif chat.owner == "mirror":
+        plan = _plan_mirror(chat, desired, record, stored, known, exhaustive)
+    chat.transcript = plan
+    if plan is not None and plan.drift is not None:
+        chat.extra_drift.append(plan.drift)
+        if chat.outcome == "unchanged":
+            chat.outcome = "updated"
+    return plan
+
+
+class _Start(NamedTuple):
+    """Where state.db's rows and the WebUI's messages part."""
+
+    keep: int
+    base: str
+    delete: list[int]  # the rows after ``keep``, newest first
+    stored: int  # live rows, as far as planning knows
+
+
+def _plan_mirror(
+    chat: ChatPlan,
+    desired: Desired,
+    record: Record | None,
+    stored: StoredMessages,
+    known: tuple[int, int, str] | None,
+    exhaustive: bool,
+) -> TranscriptPlan:
+    messages: Sequence[Any] = desired.transcript or ()
+    if len(messages) > MAX_MESSAGES_PER_CHAT:
+        messages = messages[:MAX_MESSAGES_PER_CHAT]
+    quick = _Quick(messages)
+    notes: list[str] = []
+    if exhaustive:
+        start = _from_rows(stored.rows(), messages)
+    else:
+        start = _trusted_start(chat, desired, record, stored, known, quick, notes)
+    keep, base, delete, live = start
+    todo = len(messages) - keep
+    if not delete and todo == 0:
+        count = record.transcript_count if record is not None else 0
+        recorded = (record.transcript_chain if record is not None else None) or EMPTY_CHAIN
+        changes = None if (count, recorded) == (keep, base) else {"transcript_count": keep, "transcript_chain": base}
+        return TranscriptPlan(
+            chat.session_id, "mirror", messages, keep, base, record=changes, notes=tuple(notes), quick=quick
+        )
+    if len(messages) < len(desired.transcript or ()):
+        notes.append("chats_capped")
+    if delete:
+        notes.append("rewrites")
+    if exhaustive and delete and todo:
+        where = f"differs from message {keep + 1}"
+    else:
+        where = f"{live} stored"
+    return TranscriptPlan(
+        chat.session_id,
+        "mirror",
+        messages,
+        keep,
+        base,
+        tuple(delete),
+        # An append may stop after any chunk (state.db then holds a prefix of the WebUI's
+        # messages); a rewrite that fits ATOMIC_OPS is never seen half done.
+        bounded=not delete or len(delete) + todo > ATOMIC_OPS,
+        drift=Drift("transcript", f"{len(messages)} messages", where),
+        notes=tuple(notes),
+        quick=quick,
+    )
+
+
+def _trusted_start(
+    chat: ChatPlan,
+    desired: Desired,
+    record: Record | None,
+    stored: StoredMessages,
+    known: tuple[int, int, str] | None,
+    quick: _Quick,
+    notes: list[str],
+) -> _Start:
+    """From the record's count and chain while state.db agrees with them; else from the stored rows."""
+    count = record.transcript_count if record is not None else 0
+    recorded = (record.transcript_chain if record is not None else None) or EMPTY_CHAIN
+    live = chat.row.live_messages if chat.row is not None else 0
+    progress = _progress(recorded, count)
+    if progress is None or live != count:
+        return _from_rows(stored.rows(), quick.messages)
+    keep, kept_chain = progress
+    if count and _must_look(record, desired, progress, known):
+        # The same state again, not just written by this process: check the rows themselves.
+        rows = stored.rows()
+        if len(rows) != count or _stored_chain(rows[:keep]) != kept_chain:
+            notes.append("repaired")
+            return _from_rows(rows, quick.messages)
+    if keep <= len(quick.messages) and _prefix_chain(quick, keep, known) == kept_chain:
+        return _Start(keep, kept_chain, stored.newest_ids(count - keep), live)  # the rest: an old tail
+    return _from_rows(stored.rows(), quick.messages)
+
+
+def _from_rows(rows: Sequence[tuple[Any, ...]], messages: Sequence[Any]) -> _Start:
+    keep, base = _common_prefix(rows, messages)
+    return _Start(keep, base, [row[0] for row in reversed(rows[keep:])], len(rows))
+
+
+def _must_look(
+    record: Record | None, desired: Desired, progress: tuple[int, str], known: tuple[int, int, str] | None
+) -> bool:
+    """Read the stored rows when re-applying a state this process did not just write."""
+    if record is None or not same_state(record.digest, desired):
+        return False  # a new state: the fast path's count and chain are enough
+    return known is None or (known[0], known[2]) != progress
+
+
+def _prefix_chain(quick: _Quick, count: int, known: tuple[int, int, str] | None) -> str:
+    """The chain of the WebUI's first ``count`` messages, from memory when that prefix is unchanged."""
+    if count == 0:
+        return EMPTY_CHAIN
+    if known is not None and known[0] == count and known[1] == quick.of(count):
+        return known[2]
+    return chain_end(to_row(m) for m in quick.messages[:count])
+
+
+def _plan_hand_over(session_id: str, record: Record, stored: StoredMessages) -> TranscriptPlan | None:
+    """hermes-agent writes this chat now: remove what of ours it wrote again, then forget ours.
+
+    None: wait (hermes-agent has not written yet, or is still writing the turn we had mirrored).
+    """
+    count = record.transcript_count
+    progress = _progress(record.transcript_chain, count)
+    rows = stored.rows()
+    ours, theirs = rows[:count], rows[count:]
+    verified = progress is not None and len(ours) == count and _stored_chain(ours[: progress[0]]) == progress[1]
+    if verified and not theirs:
+        return None  # hermes-agent has not written yet: decide when it has
+    duplicated = 0
+    if verified:
+        duplicated, wait = _duplicated_tail(ours, theirs)
+        if wait:
+            return None
+    removed = ours[count - duplicated :] if duplicated else []
+    drift = Drift("transcript", f"{len(rows) - duplicated} messages", f"{len(rows)} stored") if duplicated else None
+    return TranscriptPlan(
+        session_id,
+        "hand_over",
+        delete=tuple(row[0] for row in removed),
+        # Each of those messages was counted twice: in the totals this layer set
+        # and by hermes-agent's append_message; it is there once now.
+        subtract=(duplicated, sum(_tool_calls_in(row[3]) for row in removed)),
+        record={"transcript_count": 0, "transcript_chain": None},
+        drift=drift,
+        notes=("duplicates_removed",) * duplicated + ("handed_over",),
+    )
+
+
+# ------------------------------------------------------------------ memory
 
 
 class TranscriptWriter:
-    """Brings a mirror-owned chat's live messages to the WebUI's; called by ``apply`` in its transaction.
+    """One writer's transcript memory and counters: plans each chat's messages, accounts for what apply did.
 
     One instance per writer (the live writer thread, one CLI run, one sweep
     pass); not shared between threads.
@@ -368,165 +618,30 @@ class TranscriptWriter:
         self._stats = stats
         # session id -> (count, quick hash of the WebUI's first `count` messages, chain)
         self._memory: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
-        self._deadline: float | None = None
+
+    def plan(self, chat: ChatPlan, record: Record | None, stored: StoredMessages) -> TranscriptPlan | None:
+        """``plan_transcript`` with what this writer remembers of the chat."""
+        return plan_transcript(chat, record, stored, self._memory.get(chat.session_id))
+
+    def account(self, done: Iterable[TranscriptDone]) -> None:
+        """Count what apply did and remember where each chat's messages got to."""
+        for item in done:
+            plan = item.plan
+            for note in (*plan.notes, *item.notes):
+                self._count(note)
+            if plan.kind == "hand_over":
+                self._memory.pop(plan.session_id, None)
+                continue
+            self._count("messages_deleted", item.deleted)
+            self._count("messages_written", item.written)
+            if not item.finished:
+                self._count("continued")
+            if item.reached is not None and plan.quick is not None:
+                self._remember(plan.session_id, plan.quick, *item.reached)
 
     def _count(self, name: str, n: int = 1) -> None:
         if self._stats is not None and n:
             self._stats.incr("transcripts." + name, n)
-
-    def __call__(
-        self,
-        conn: sqlite3.Connection,
-        plan: ChatPlan,
-        record: Record | None,
-        changes: dict[str, Any],
-        *,
-        db: Any,
-        active: bool,
-        deadline: float,
-    ) -> bool:
-        """Write what the chat's messages need; False when the time budget cut it short (call again)."""
-        desired = plan.desired
-        if desired is None or desired.transcript is None:
-            return True
-        first_in_transaction = deadline != self._deadline
-        self._deadline = deadline
-        count = record.transcript_count if record is not None else 0
-        if plan.owner == "hermes":
-            if count and record is not None:
-                self._hand_over(conn, plan, record, changes, active)
-            else:
-                self._count("left_to_hermes")
-            return True
-        if plan.owner != "mirror":
-            return True
-        if not first_in_transaction and time.perf_counter() >= deadline:
-            return False  # the next transaction goes on with it (the first chat of one always moves)
-        return self._mirror(conn, plan, record, changes, db=db, active=active, deadline=deadline)
-
-    # ------------------------------------------------------------ mirror
-
-    def _mirror(
-        self,
-        conn: sqlite3.Connection,
-        plan: ChatPlan,
-        record: Record | None,
-        changes: dict[str, Any],
-        *,
-        db: Any,
-        active: bool,
-        deadline: float,
-    ) -> bool:
-        desired = plan.desired
-        assert desired is not None and desired.transcript is not None
-        session_id = desired.session_id
-        messages: Sequence[Any] = desired.transcript
-        if len(messages) > MAX_MESSAGES_PER_CHAT:
-            messages = messages[:MAX_MESSAGES_PER_CHAT]
-        count = record.transcript_count if record is not None else 0
-        recorded = (record.transcript_chain if record is not None else None) or EMPTY_CHAIN
-        stored = plan.row.live_messages if plan.row is not None else 0
-        progress = _progress(recorded, count)
-        stored_rows: list[tuple[Any, ...]] | None = None
-        quick = _Quick(messages)
-
-        trusted = progress is not None and stored == count
-        if trusted and count and progress is not None and self._must_look(session_id, record, desired, progress):
-            # The same state again, not just written by this process: check the rows themselves.
-            stored_rows = read_stored_rows(conn, session_id, active)
-            kept, kept_chain = progress
-            trusted = len(stored_rows) == count and _stored_chain(stored_rows[:kept]) == kept_chain
-            if not trusted:
-                self._count("repaired")
-        if (
-            trusted
-            and progress is not None
-            and progress[0] <= len(messages)
-            and self._prefix_chain(session_id, quick, progress[0]) == progress[1]
-        ):
-            keep, base = progress
-            tail = count - keep  # an old tail still being deleted
-        else:
-            if stored_rows is None:
-                stored_rows = read_stored_rows(conn, session_id, active)
-            keep, base = _common_prefix(stored_rows, messages)
-            tail = len(stored_rows) - keep
-            stored = len(stored_rows)
-
-        todo = len(messages) - keep
-        if tail == 0 and todo == 0:
-            self._remember(session_id, quick, keep, base)
-            if (count, recorded) != (keep, base):
-                changes.update(transcript_count=keep, transcript_chain=base)
-            return True
-
-        if len(desired.transcript) > MAX_MESSAGES_PER_CHAT:
-            self._count("chats_capped")
-        if tail:
-            self._count("rewrites")
-        # An append may stop after any chunk (state.db then holds a prefix of the WebUI's
-        # messages); a rewrite that fits ATOMIC_OPS is never seen half done.
-        bounded = tail == 0 or tail + todo > ATOMIC_OPS
-        self._mark_written(plan, len(messages), stored)
-
-        # Delete the old tail from the end: what stays is always a prefix of what was there.
-        if tail:
-            if stored_rows is not None:
-                ids = [row[0] for row in reversed(stored_rows[keep:])]
-            else:
-                ids = _last_ids(conn, session_id, active, tail)
-            deleted = 0
-            while deleted < tail:
-                piece = ids[deleted : deleted + _CHUNK]
-                _delete(conn, piece)
-                deleted += len(piece)
-                if bounded and deleted < tail and time.perf_counter() >= deadline:
-                    break
-            self._count("messages_deleted", deleted)
-            if deleted < tail:
-                pending = f"{keep}:{base}"
-                changes.update(transcript_count=keep + tail - deleted, transcript_chain=pending)
-                self._remember(session_id, quick, keep, base)
-                self._count("continued")
-                return False
-
-        # Then append the WebUI's messages after the common prefix, converting only what is inserted.
-        done = 0
-        current = base
-        notes: list[str] = []
-        while done < todo:
-            start = keep + done
-            rows = [to_row(m, notes) for m in messages[start : start + _CHUNK]]
-            _insert(conn, db, session_id, rows)
-            current = _chain_end(rows, current)
-            done += len(rows)
-            if bounded and done < todo and time.perf_counter() >= deadline:
-                break
-        for note in notes:
-            self._count(note)
-        self._count("messages_written", done)
-        changes.update(transcript_count=keep + done, transcript_chain=current)
-        self._remember(session_id, quick, keep + done, current)
-        if done < todo:
-            self._count("continued")
-            return False
-        return True
-
-    def _must_look(self, session_id: str, record: Record | None, desired: Desired, progress: tuple[int, str]) -> bool:
-        """Read the stored rows when re-applying a state this process did not just write."""
-        if record is None or not same_state(record.digest, desired):
-            return False  # a new state: the fast path's count and chain are enough
-        known = self._memory.get(session_id)
-        return known is None or (known[0], known[2]) != progress
-
-    def _prefix_chain(self, session_id: str, quick: _Quick, count: int) -> str:
-        """The chain of the WebUI's first ``count`` messages, from memory when that prefix is unchanged."""
-        if count == 0:
-            return EMPTY_CHAIN
-        known = self._memory.get(session_id)
-        if known is not None and known[0] == count and known[1] == quick.of(count):
-            return known[2]
-        return _chain_end(to_row(m) for m in quick.messages[:count])
 
     def _remember(self, session_id: str, quick: _Quick, count: int, final: str) -> None:
         memory = self._memory
@@ -534,48 +649,6 @@ class TranscriptWriter:
         memory[session_id] = (count, quick.of(count), final)
         if len(memory) > _MEMORY_LIMIT:
             memory.popitem(last=False)
-
-    @staticmethod
-    def _mark_written(plan: ChatPlan, wanted: int, stored: int) -> None:
-        """A chat whose messages change is a chat that is written (backfill and the sweep count it)."""
-        plan.extra_drift.append(Drift("transcript", f"{wanted} messages", f"{stored} stored"))
-        if plan.outcome == "unchanged":
-            plan.outcome = "updated"
-
-    # ------------------------------------------------------------ hand-over
-
-    def _hand_over(
-        self, conn: sqlite3.Connection, plan: ChatPlan, record: Record, changes: dict[str, Any], active: bool
-    ) -> None:
-        """hermes-agent writes this chat now: remove what of ours it wrote again, then forget ours."""
-        session_id = plan.session_id
-        count = record.transcript_count
-        progress = _progress(record.transcript_chain, count)
-        rows = read_stored_rows(conn, session_id, active)
-        ours, theirs = rows[:count], rows[count:]
-        verified = progress is not None and len(ours) == count and _stored_chain(ours[: progress[0]]) == progress[1]
-        if verified and not theirs:
-            return  # hermes-agent has not written yet: decide when it has
-        duplicated = 0
-        if verified:
-            duplicated, wait = _duplicated_tail(ours, theirs)
-            if wait:
-                return
-        if duplicated:
-            removed = ours[count - duplicated :]
-            _delete(conn, [row[0] for row in removed])
-            # Each of those messages was counted twice: in the totals this layer set
-            # and by hermes-agent's append_message; it is there once now.
-            conn.execute(
-                "UPDATE sessions SET message_count = MAX(0, message_count - ?), "
-                "tool_call_count = MAX(0, tool_call_count - ?) WHERE id = ?",
-                (duplicated, sum(_tool_calls_in(row[3]) for row in removed), session_id),
-            )
-            self._count("duplicates_removed", duplicated)
-            self._mark_written(plan, len(rows) - duplicated, len(rows))
-        self._memory.pop(session_id, None)
-        self._count("handed_over")
-        changes.update(transcript_count=0, transcript_chain=None)
 
 
 def _tool_calls_in(stored: str | None) -> int:
