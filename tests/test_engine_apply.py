@@ -228,7 +228,8 @@ class MessageCase:
     finished: bool
 
 
-W = talk("q1", "a1", "q2", "a2")
+ALL = ["q1", "a1", "q2", "a2"]
+W = talk(*ALL)
 
 MESSAGE_CASES = [
     MessageCase(
@@ -236,8 +237,8 @@ MESSAGE_CASES = [
         ("q1", "a1"),
         {"kind": "mirror", "messages": W, "keep": 2, "base": chain_of("q1", "a1")},
         NEVER,
-        ["q1", "a1", "q2", "a2"],
-        (4, chain_of("q1", "a1", "q2", "a2")),
+        ALL,
+        (4, chain_of(*ALL)),
         True,
     ),
     MessageCase(
@@ -245,8 +246,8 @@ MESSAGE_CASES = [
         ("q1", "old", "old2"),
         {"kind": "mirror", "messages": W, "keep": 1, "base": chain_of("q1"), "delete": (2, 1), "bounded": False},
         SPENT,
-        ["q1", "a1", "q2", "a2"],
-        (4, chain_of("q1", "a1", "q2", "a2")),
+        ALL,
+        (4, chain_of(*ALL)),
         True,
     ),
     MessageCase(
@@ -256,11 +257,11 @@ MESSAGE_CASES = [
             "kind": "mirror",
             "messages": W,
             "keep": 4,
-            "base": chain_of(*"q1 a1 q2 a2".split()),
+            "base": chain_of(*ALL),
             "record": {"transcript_count": 4, "transcript_chain": "x"},
         },
         NEVER,
-        ["q1", "a1", "q2", "a2"],
+        ALL,
         (4, "x"),
         True,
     ),

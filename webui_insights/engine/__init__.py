@@ -5,5 +5,5 @@ tables, ``sync`` the entry points every writer calls; ``records`` is this
 layer's memory in state.db, ``rows`` what it reads of hermes' rows,
 ``titles`` the title rules, ``store`` the guarded state.db handle,
 ``hermes`` what the installed hermes-agent offers, ``chats`` the conversion
-from a frontend's snapshot, ``transcripts`` the messages.
+from a frontend's snapshot, ``transcripts`` the plan of a chat's messages.
 """

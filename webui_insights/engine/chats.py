@@ -5,7 +5,7 @@ on the host's save path: it counts the chat's tool calls and, when
 transcripts are mirrored, takes the messages the save counted — work the
 save path left for later by passing the message list by reference. The
 messages themselves are converted only if the chat's row is this layer's
-(``transcripts.TranscriptWriter``).
+(``transcripts.plan_transcript``).
 """
 
 from __future__ import annotations

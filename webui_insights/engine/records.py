@@ -12,7 +12,7 @@ row already).
 
 ``transcript_chain`` is the fingerprint chain of the messages written; while
 a long rewrite is still deleting the old tail it reads ``"<kept>:<chain>"``
-(``transcripts.TranscriptWriter``).
+(``transcripts.TranscriptPlan``).
 
 It is a table of its own that no hermes code reads: hermes' migrations
 (``SessionDB`` opening a state.db of an older release), ``hermes sessions

@@ -2,11 +2,13 @@
 
 ``sync(store, chats)`` brings the rows of ``chats`` (all in one state.db) to
 what the WebUI says, in short write transactions: each reads the rows and
-records of a chunk, plans every chat with ``plan.plan_chat`` and applies the
-plans before it commits, so the version check and the write can never be
-separated by another writer. The live writer, the reconcile sweep,
-``backfill`` and ``verify --fix`` call it; ``check(conn, chats)`` makes the
-same plans on a read-only connection for ``verify`` and dry runs.
+records of a chunk, plans every chat with ``plan.plan_chat`` (and, given a
+``TranscriptWriter``, its messages with ``transcripts.plan_transcript``,
+where the stored messages can be read) and applies the plans before it
+commits, so the version check and the write can never be separated by
+another writer. The live writer, the reconcile sweep, ``backfill`` and
+``verify --fix`` call it; ``check(conn, chats)`` makes the same plans on a
+read-only connection for ``verify`` and dry runs.
 """
 
 from __future__ import annotations

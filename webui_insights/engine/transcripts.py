@@ -65,7 +65,7 @@ import sqlite3
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Protocol
 
 from ..snapshot import scrub_surrogates
 from .plan import Drift
@@ -79,6 +79,7 @@ if TYPE_CHECKING:
 __all__ = [
     "MessageRow",
     "StoredMessages",
+    "StoredView",
     "TranscriptDone",
     "TranscriptPlan",
     "TranscriptWriter",
@@ -281,6 +282,14 @@ def read_stored_rows(conn: sqlite3.Connection, session_id: str, active: bool) ->
     ).fetchall()
 
 
+class StoredView(Protocol):
+    """What planning reads of a chat's live rows in hermes' ``messages`` table."""
+
+    def rows(self) -> list[tuple[Any, ...]]: ...
+
+    def newest_ids(self, n: int) -> list[int]: ...
+
+
 class StoredMessages:
     """A chat's live rows in hermes' ``messages`` table as planning sees them: read only when needed, once.
 
@@ -430,7 +439,7 @@ class TranscriptDone(NamedTuple):
 def plan_transcript(
     chat: ChatPlan,
     record: Record | None,
-    stored: StoredMessages,
+    stored: StoredView,
     known: tuple[int, int, str] | None = None,
     *,
     exhaustive: bool = False,
@@ -475,7 +484,7 @@ def _plan_mirror(
     chat: ChatPlan,
     desired: Desired,
     record: Record | None,
-    stored: StoredMessages,
+    stored: StoredView,
     known: tuple[int, int, str] | None,
     exhaustive: bool,
 ) -> TranscriptPlan:
@@ -525,7 +534,7 @@ def _trusted_start(
     chat: ChatPlan,
     desired: Desired,
     record: Record | None,
-    stored: StoredMessages,
+    stored: StoredView,
     known: tuple[int, int, str] | None,
     quick: _Quick,
     notes: list[str],
@@ -545,7 +554,8 @@ def _trusted_start(
             notes.append("repaired")
             return _from_rows(rows, quick.messages)
     if keep <= len(quick.messages) and _prefix_chain(quick, keep, known) == kept_chain:
-        return _Start(keep, kept_chain, stored.newest_ids(count - keep), live)  # the rest: an old tail
+        tail = stored.newest_ids(count - keep) if count > keep else []  # an old tail still being deleted
+        return _Start(keep, kept_chain, tail, live)
     return _from_rows(stored.rows(), quick.messages)
 
 
@@ -572,7 +582,7 @@ def _prefix_chain(quick: _Quick, count: int, known: tuple[int, int, str] | None)
     return chain_end(to_row(m) for m in quick.messages[:count])
 
 
-def _plan_hand_over(session_id: str, record: Record, stored: StoredMessages) -> TranscriptPlan | None:
+def _plan_hand_over(session_id: str, record: Record, stored: StoredView) -> TranscriptPlan | None:
     """hermes-agent writes this chat now: remove what of ours it wrote again, then forget ours.
 
     None: wait (hermes-agent has not written yet, or is still writing the turn we had mirrored).
@@ -619,7 +629,7 @@ class TranscriptWriter:
         # session id -> (count, quick hash of the WebUI's first `count` messages, chain)
         self._memory: OrderedDict[str, tuple[int, int, str]] = OrderedDict()
 
-    def plan(self, chat: ChatPlan, record: Record | None, stored: StoredMessages) -> TranscriptPlan | None:
+    def plan(self, chat: ChatPlan, record: Record | None, stored: StoredView) -> TranscriptPlan | None:
         """``plan_transcript`` with what this writer remembers of the chat."""
         return plan_transcript(chat, record, stored, self._memory.get(chat.session_id))
 
