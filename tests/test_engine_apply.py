@@ -345,12 +345,14 @@ def test_a_hand_over_removes_the_duplicates_and_their_counts(conn: sqlite3.Conne
     assert (record.transcript_count, record.transcript_chain) == (0, None)
 
 
-@pytest.mark.parametrize("outcome", ["stale", "deleted", "refused"])
-def test_a_chat_without_a_row_to_write_gets_no_messages(conn: sqlite3.Connection, outcome: str) -> None:
+def test_a_chat_whose_messages_wait_still_takes_the_transactions_first_turn(conn: sqlite3.Connection) -> None:
     add_session(conn, "chat1")
-    transcript = TranscriptPlan("chat1", "mirror", W, 0, EMPTY_CHAIN)
-    result = apply(conn, mirror_chat(transcript, W, outcome), budget=TranscriptBudget(NEVER, db=None))
-    assert contents(conn, "chat1") == [] and result.transcripts == []
+    add_session(conn, "chat2")
+    waiting = ChatPlan("chat1", "updated", owner="hermes", desired=desired("chat1", transcript=W))
+    waiting.transcript = TranscriptPlan("chat1", "left")
+    mirrored = mirror_chat(TranscriptPlan("chat2", "mirror", W, 0, EMPTY_CHAIN), W)
+    result = apply(conn, waiting, mirrored, budget=TranscriptBudget(SPENT, db=None))
+    assert contents(conn, "chat2") == [] and result.unfinished == ["chat2"]
 
 
 def test_without_a_budget_no_message_is_written(conn: sqlite3.Connection) -> None:

@@ -192,8 +192,9 @@ def test_a_hand_over_waits(stored: tuple[str, ...]) -> None:
     ours = stored[:2] if len(stored) == 2 else stored[:4]
     chat = ChatPlan("chat1", "unchanged", owner="hermes", desired=desired("chat1", transcript=talk(*ours)))
     rec = record(transcript_count=len(ours), transcript_chain=chain_of(*ours))
-    assert plan_transcript(chat, rec, Stored(*stored)) is None
-    assert chat.transcript is None and chat.outcome == "unchanged"
+    plan = plan_transcript(chat, rec, Stored(*stored))
+    assert plan is not None and (plan.kind, plan.notes, plan.delete, plan.record) == ("left", (), (), None)
+    assert chat.transcript is plan and chat.outcome == "unchanged"
 
 
 def test_without_messages_there_is_no_plan() -> None:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
 
-from .plan import NO_ROW_OUTCOMES, ChatPlan
+from .plan import ChatPlan
 from .records import merge, write_records
 from .schema import LAST_ACTIVITY, TITLE_SOURCE, USAGE_COPY_SQL, USAGE_DELETE_SQL
 from .states import OWNED_COLUMNS, Record
@@ -293,13 +293,10 @@ def _apply_transcripts(
     """Each chat's messages, after its row exists; a mirrored chat reached once the budget is spent
     waits for the next transaction (the first chat of a transaction always moves on)."""
     for plan in plans:
-        desired = plan.desired
-        if desired is None or desired.transcript is None or plan.outcome in NO_ROW_OUTCOMES:
-            continue
-        first, budget.started = not budget.started, True
         transcript = plan.transcript
         if transcript is None:
             continue
+        first, budget.started = not budget.started, True
         if transcript.kind == "mirror" and not first and time.perf_counter() >= budget.deadline:
             result.unfinished.append(plan.session_id)
             continue

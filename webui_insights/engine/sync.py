@@ -119,6 +119,8 @@ def sync(
 ) -> SyncReport:
     """Plan and apply ``chats`` in transactions of about ``budget_s`` each.
 
+    ``write_transcript``: the writer's ``TranscriptWriter`` (its memory and
+    counters), to plan and write the chats' messages too.
     ``keep_plans``: which plans the report keeps (``KeepPlans``). Raises
     what SessionDB raises; the transactions before the failing one stay
     committed, and a ``report`` passed in says which (``report.committed``):
@@ -231,7 +233,10 @@ def _plan_transcripts(
     writer: TranscriptWriter,
     active: bool,
 ) -> None:
-    """The messages of the chats ``apply`` will reach, planned from the rows state.db holds now."""
+    """The messages of the chats ``apply`` will reach, planned from the rows state.db holds now.
+
+    Not those without a row of this layer's to write to now (``NO_ROW_OUTCOMES``).
+    """
     for plan in plans:
         desired = plan.desired
         if desired is not None and desired.transcript is not None and plan.outcome not in NO_ROW_OUTCOMES:

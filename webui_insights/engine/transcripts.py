@@ -369,7 +369,7 @@ def _duplicated_tail(ours: Sequence[tuple[Any, ...]], theirs: Sequence[tuple[Any
 
 # What a chat's messages need: "mirror" (this layer writes them), "hand_over"
 # (hermes-agent took the chat over: remove what it wrote again, forget ours),
-# "left" (hermes-agent writes them, nothing of ours to look after).
+# "left" (nothing now: hermes-agent writes them, or a hand-over waits for its rows).
 TranscriptKind = Literal["mirror", "hand_over", "left"]
 
 
@@ -456,13 +456,14 @@ def plan_transcript(
     plan: TranscriptPlan | None = None
     if desired is None or desired.transcript is None:
         pass
-    elif chat.owner == "hermes":
-        if record is not None and record.transcript_count:
-            plan = _plan_hand_over(chat.session_id, record, stored)
-        else:
-            plan = TranscriptPlan(chat.session_id, "left", notes=("left_to_hermes",))
     elif chat.owner == "mirror":
         plan = _plan_mirror(chat, desired, record, stored, known, exhaustive)
+    elif chat.owner == "hermes" and record is not None and record.transcript_count:
+        plan = _plan_hand_over(chat.session_id, record, stored)
+    elif chat.owner == "hermes":
+        plan = TranscriptPlan(chat.session_id, "left", notes=("left_to_hermes",))
+    else:
+        plan = TranscriptPlan(chat.session_id, "left")
     chat.transcript = plan
     if plan is not None and plan.drift is not None:
         chat.extra_drift.append(plan.drift)
@@ -582,10 +583,10 @@ def _prefix_chain(quick: _Quick, count: int, known: tuple[int, int, str] | None)
     return chain_end(to_row(m) for m in quick.messages[:count])
 
 
-def _plan_hand_over(session_id: str, record: Record, stored: StoredView) -> TranscriptPlan | None:
+def _plan_hand_over(session_id: str, record: Record, stored: StoredView) -> TranscriptPlan:
     """hermes-agent writes this chat now: remove what of ours it wrote again, then forget ours.
 
-    None: wait (hermes-agent has not written yet, or is still writing the turn we had mirrored).
+    Or wait ("left"): hermes-agent has not written yet, or is still writing the turn we had mirrored.
     """
     count = record.transcript_count
     progress = _progress(record.transcript_chain, count)
@@ -593,12 +594,12 @@ def _plan_hand_over(session_id: str, record: Record, stored: StoredView) -> Tran
     ours, theirs = rows[:count], rows[count:]
     verified = progress is not None and len(ours) == count and _stored_chain(ours[: progress[0]]) == progress[1]
     if verified and not theirs:
-        return None  # hermes-agent has not written yet: decide when it has
+        return TranscriptPlan(session_id, "left")  # hermes-agent has not written yet: decide when it has
     duplicated = 0
     if verified:
         duplicated, wait = _duplicated_tail(ours, theirs)
         if wait:
-            return None
+            return TranscriptPlan(session_id, "left")
     removed = ours[count - duplicated :] if duplicated else []
     drift = Drift("transcript", f"{len(rows) - duplicated} messages", f"{len(rows)} stored") if duplicated else None
     return TranscriptPlan(
