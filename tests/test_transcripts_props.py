@@ -76,12 +76,12 @@ def test_after_every_sync_state_db_holds_the_webuis_messages(steps: list[tuple[s
         messages: list[dict[str, Any]] = [{"role": "user", "content": "start"}]
         budget = 0.03
         deleted = False
-        applied = 0  # the WebUI's message count last applied: a deleted chat comes back with more
+        seen = 0  # the message count of the state last synced: a deleted chat comes back with a new message
         at = time.time() - 10_000
         chat = desired(SID, at=at, message_count=len(messages), transcript=tuple(messages))
         try:
             sync(store, [chat], write_transcript=writer, budget_s=budget)
-            applied = len(messages)
+            seen = len(messages)
             for kind, arg in steps:
                 if kind == "append":
                     messages = messages + arg
@@ -122,10 +122,9 @@ def test_after_every_sync_state_db_holds_the_webuis_messages(steps: list[tuple[s
                 at += 1.0
                 chat = desired(SID, at=at, message_count=len(messages), transcript=tuple(messages))
                 sync(store, [chat], write_transcript=writer, budget_s=budget)
-                if deleted and len(messages) > applied:
-                    deleted = False  # a new turn brings a chat deleted in hermes back
-                if not deleted:
-                    applied = len(messages)
+                if deleted and len(messages) > seen:
+                    deleted = False  # a new message (a turn) brings a chat deleted in hermes back
+                seen = len(messages)  # seen while deleted too: the rule measures growth from the last state
                 check(db, [] if deleted else messages)
         finally:
             store.close()
