@@ -148,7 +148,7 @@ def internal_locks(chat: DemoSession) -> dict[str, Any]:
         "installation": state.lock,
         "capture stripe": order.stripes[hash(chat.session_id) % len(order.stripes)],
         "capture clock": order.clock,
-        "writer": writer._lock,
+        "writer": writer._buffer.lock,
         "writer wake event": writer._wake._cond,  # type: ignore[attr-defined]
         "writer hurry event": writer._hurry._cond,  # type: ignore[attr-defined]
         "writer stop event": writer._stop._cond,  # type: ignore[attr-defined]

@@ -31,11 +31,20 @@ import webui_insights
 from webui_insights import forksafe
 from webui_insights.demo_host import TARGET, DemoSession
 from webui_insights.diagnostics import RateLimitedLog, Stats
+from webui_insights.engine.hermes import HermesStateUnavailable
 from webui_insights.engine.states import Ledger
-from webui_insights.engine.store import StateStore, create_state_db
+from webui_insights.engine.store import (
+    StateDBMissing,
+    StateDBUninitialised,
+    StateStore,
+    Unwritable,
+    create_state_db,
+    unwritable,
+)
 from webui_insights.hook import installer
 from webui_insights.snapshot import UsageSnapshot
-from webui_insights.writer import THREAD_NAME, Writer, WriterConfig, _Database, combine
+from webui_insights.writer import THREAD_NAME, Writer, WriterConfig, combine
+from webui_insights.writer.pool import Database
 
 FAST: dict[str, Any] = {
     "debounce_s": 0.01,
@@ -213,7 +222,7 @@ def test_queue_cap_drops_the_oldest_and_counts_and_logs_it(
     holder = lock_holder(hermes_home / "state.db")
     writer = writers(hermes_home / "state.db", max_pending=3)
     forgotten: list[str] = []
-    writer._on_dropped = lambda snapshot: forgotten.append(snapshot.session_id)
+    writer.on_dropped = lambda snapshot: forgotten.append(snapshot.session_id)
     for n in range(5):
         writer.submit(snap(f"{n:012x}", input_tokens=n + 1))
     assert writer._stats.as_dict()["dropped"]["queue_full"] == 2
@@ -243,7 +252,7 @@ def test_one_handle_per_database_is_reused_and_closed_when_idle(hermes_home: Pat
         opened.append(path)
         return StateStore(path, write_retries=1)
 
-    writer._open_store = open_store
+    writer.pool.open_store = open_store
     for n in range(3):
         writer.submit(snap(input_tokens=n + 1, updated_at=1_700_000_000.0 + n))
         assert writer.flush(5)
@@ -417,7 +426,7 @@ def test_an_error_opening_state_db_backs_off_keeps_the_work_and_recovers_at_the_
     save_turn(chat, 1, 1)
     writer = installer._state.writer
     assert writer is not None
-    writer._close_all_handles()  # the next write opens a new handle
+    writer.pool.close_all()  # the next write opens a new handle
     sessiondb_fault.exc = exc
     inode = os.stat(db).st_ino
     chat.add_turn("q", "a", input_tokens=1, output_tokens=1)
@@ -441,13 +450,14 @@ def test_backoff_doubles_to_its_cap(hermes_home: Path, writers: Any, sessiondb_f
     writer = writers(hermes_home / "state.db", error_backoff_s=0.05, error_backoff_cap_s=0.2)
     sessiondb_fault.exc = RuntimeError("down")
     delays: list[float] = []
-    original = writer._failed
+    original = writer.pool.failed
 
-    def failed(database: Any, snapshots: Any, exc: BaseException) -> None:
-        original(database, snapshots, exc)
+    def failed(database: Any, exc: BaseException, chats: int) -> Any:
+        reason = original(database, exc, chats)
         delays.append(round(database.retry_at - time.monotonic(), 2))
+        return reason
 
-    writer._failed = failed
+    writer.pool.failed = failed  # type: ignore[method-assign]
     writer.submit(snap())
     assert wait_for(lambda: len(delays) >= 5, timeout=10)
     sessiondb_fault.clear()
@@ -463,11 +473,11 @@ def test_busy_retries_soon_other_errors_back_off(hermes_home: Path, writers: Any
         error_backoff_s=5.0,
         error_backoff_cap_s=60.0,
     )
-    database = _Database(hermes_home / "state.db")
+    database = Database(hermes_home / "state.db")
     for _ in range(5):
-        writer._failed(database, [], sqlite3.OperationalError("database is locked"))
+        assert writer.pool.failed(database, sqlite3.OperationalError("database is locked"), 0) is Unwritable.BUSY
         assert database.retry_at - time.monotonic() <= 0.02
-    writer._failed(database, [], sqlite3.OperationalError("disk I/O error"))
+    assert writer.pool.failed(database, sqlite3.OperationalError("disk I/O error"), 0) is Unwritable.ERROR
     # The error back-off's first step (busy retries before it do not count).
     assert 4.0 < database.retry_at - time.monotonic() <= 5.0
     assert database.failures == 6
@@ -479,9 +489,9 @@ def test_a_bug_in_the_write_path_is_reported_as_internal_and_the_work_kept(
 ) -> None:
     writer = writers(hermes_home / "state.db")
     calls = {"n": 0}
-    import webui_insights.writer as writer_module
+    import webui_insights.writer.export as writer_module
 
-    real_sync = writer_module.sync  # type: ignore[attr-defined]
+    real_sync = writer_module.sync
 
     def buggy(*args: Any, **kwargs: Any) -> Any:
         calls["n"] += 1
@@ -719,7 +729,7 @@ def test_a_fork_the_fork_hooks_did_not_see_is_noticed_on_the_next_submit(
     held, release = threading.Event(), threading.Event()
 
     def hold() -> None:
-        with writer._lock:
+        with writer._buffer.lock:
             held.set()
             release.wait(60)
 
@@ -814,3 +824,70 @@ def test_the_writer_uses_sqlite_only_inside_fork_safe_sections(
     assert writer.flush(5)
     writer.shutdown(2)
     assert len(sqlite_sections) >= 3  # open, the write transaction, close
+
+
+# ------------------------------------------------------------ the writer's parts
+
+
+def test_the_writer_thread_starts_no_other_layer(
+    hermes_home: Path, webui_dir: Path, fast_writer: WriterConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The installer starts the sweep beside the writer; the writer thread only writes."""
+    from webui_insights.sweep import ReconcileSweep
+
+    starters: list[str] = []
+    real_start = ReconcileSweep.start
+
+    def start(self: ReconcileSweep) -> bool:
+        starters.append(threading.current_thread().name)
+        return real_start(self)
+
+    monkeypatch.setattr(ReconcileSweep, "start", start)
+    installer.install(target=TARGET, enabled=True, writer_config=fast_writer, reconcile_interval=3600)
+    assert starters == []  # nothing saved yet: no threads
+    chat = make_session(webui_dir)
+    save_turn(chat, 1, 1)
+    save_turn(chat, 2, 1)
+    assert starters == [threading.current_thread().name]  # once, by the first queued save's thread
+    assert THREAD_NAME not in starters
+
+
+@pytest.mark.parametrize(
+    ("exc", "reason", "retried"),
+    [
+        (sqlite3.OperationalError("database is locked"), Unwritable.BUSY, True),
+        (sqlite3.OperationalError("database table is busy"), Unwritable.BUSY, True),
+        (sqlite3.DatabaseError("file is not a database"), Unwritable.ERROR, True),
+        (OSError(errno.EIO, "I/O error"), Unwritable.ERROR, True),
+        (RuntimeError("SessionDB failed"), Unwritable.ERROR, True),
+        (StateDBMissing("no state.db"), Unwritable.NO_STATE_DB, False),
+        (StateDBUninitialised("no schema_version"), Unwritable.UNINITIALISED, False),
+        (HermesStateUnavailable("no hermes_state"), Unwritable.NO_HERMES_STATE, False),
+    ],
+    ids=["locked", "busy", "not_a_database", "io_error", "sessiondb", "missing", "uninitialised", "no_hermes"],
+)
+def test_each_failure_has_one_class_and_the_class_says_whether_the_work_is_kept(
+    exc: BaseException, reason: Unwritable, retried: bool
+) -> None:
+    assert unwritable(exc) is reason
+    assert reason.retried is retried
+    assert reason.value in Stats().as_dict()["skipped"] or retried  # given-up classes are stats keys
+
+
+def test_the_buffer_keeps_one_snapshot_per_chat_newest_last_and_reports_what_is_over_its_cap() -> None:
+    from webui_insights.writer.buffer import Buffer
+
+    buffer = Buffer()
+    first = snap("000000000001", input_tokens=1, updated_at=1.0)
+    kept, merged, over = buffer.put(first, cap=2)
+    assert (kept, merged, over) == (first, False, False)
+    buffer.put(snap("000000000002"), cap=2)
+    newer = snap("000000000001", input_tokens=2, updated_at=2.0)
+    kept, merged, over = buffer.put(newer, cap=2)
+    assert kept.input_tokens == 2 and merged and not over
+    buffer.put(snap("000000000003"), cap=2)
+    assert [s.session_id for s in buffer.trim(2)] == ["000000000002"]  # the oldest chat, not the oldest save
+    batch = buffer.take()
+    assert [s.session_id for s in batch] == ["000000000001", "000000000003"] and buffer.count() == 2
+    buffer.put_back(batch[:1])
+    assert buffer.finished(batch) is False and buffer.count() == 1

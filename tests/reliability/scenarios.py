@@ -161,7 +161,7 @@ class Lab:
     def retry_at(self) -> float:
         """Monotonic time of the writer's next try on this state.db (now if none is scheduled)."""
         writer = installer._state.writer
-        database = writer._databases.get(self.db) if writer is not None else None
+        database = writer.pool.databases.get(self.db) if writer is not None else None
         return max(time.monotonic(), database.retry_at if database is not None else 0.0)
 
     def recover_within_one_step(self, clear: Callable[[], None], timeout: float = 90.0) -> int:
@@ -312,7 +312,7 @@ def _close_handles() -> None:
     """The next write opens a new handle (a fault of SessionDB() shows on open)."""
     writer = installer._state.writer
     if writer is not None:
-        writer._close_all_handles()
+        writer.pool.close_all()
 
 
 # ------------------------------------------------------------- the database

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, cast
 
 from ..diagnostics import Stats
+from ..engine.budget import BATCH_BUDGET_S, TRANSCRIPT_BUDGET_S
 from ..engine.chats import desired_from
 from ..engine.hermes import Capabilities, HermesStateUnavailable, hermes_state
 from ..engine.plan import ChatPlan
@@ -54,11 +55,6 @@ CHUNK = 2000
 
 Progress = Callable[[int], None]
 
-# Work per write transaction. With messages, less: each insert fires hermes'
-# full-text triggers, and one of them now and then merges the index's
-# segments (tens of ms inside a single INSERT), which no budget can foresee.
-BUDGET_S = 0.025
-TRANSCRIPT_BUDGET_S = 0.012
 
 # The outcomes where the engine changes the row (for verify: drift).
 WRITING_OUTCOMES = frozenset({"created", "updated", "restored"})
@@ -393,7 +389,7 @@ class BatchWriter:
                 sync(
                     store,
                     _desired(part, self.transcripts, outcome.notes),
-                    budget_s=TRANSCRIPT_BUDGET_S if self.transcripts else BUDGET_S,
+                    budget_s=TRANSCRIPT_BUDGET_S if self.transcripts else BATCH_BUDGET_S,
                     keep_plans=self.keep_outcomes,
                     write_transcript=self._transcripts,
                     report=report,

@@ -21,16 +21,19 @@ import sqlite3
 import sys
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
+from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
-from .hermes import Capabilities, hermes_state
+from .hermes import Capabilities, HermesStateUnavailable, hermes_state
 from .rows import messages_have_active
 
 __all__ = [
     "StateDBMissing",
     "StateDBUninitialised",
     "StateStore",
+    "Unwritable",
+    "unwritable",
     "file_identity",
     "open_read_only",
     "is_busy",
@@ -64,6 +67,38 @@ def is_busy(exc: BaseException) -> bool:
         text = str(exc).lower()
         return "locked" in text or "busy" in text
     return False
+
+
+class Unwritable(StrEnum):
+    """Why a state.db could not be written: one vocabulary for the writer, the commands and status.
+
+    The values are the keys ``stats()`` counts them under. The first three
+    mean there is nothing to write to (the work is given up, the chat's next
+    save or the reconcile sweep sends it again); ``BUSY`` and ``ERROR`` are
+    states of a database a later try may find gone (the work is kept).
+    """
+
+    NO_HERMES_STATE = "no_hermes_state"  # hermes-agent not installed, or its hermes_state does not import
+    NO_STATE_DB = "no_state_db"  # no file: this layer never creates one
+    UNINITIALISED = "uninitialised"  # not a hermes state.db: never touched
+    BUSY = "busy"  # another writer holds the lock
+    ERROR = "error"  # anything else: a malformed or unreadable file, an OSError, SessionDB() failing
+
+    @property
+    def retried(self) -> bool:
+        """A later try may succeed, so the work is kept; otherwise there is nothing to write to."""
+        return self in (Unwritable.BUSY, Unwritable.ERROR)
+
+
+def unwritable(exc: BaseException) -> Unwritable:
+    """The class of a failure to write a state.db (see ``Unwritable``)."""
+    if isinstance(exc, HermesStateUnavailable):
+        return Unwritable.NO_HERMES_STATE
+    if isinstance(exc, StateDBMissing):
+        return Unwritable.NO_STATE_DB
+    if isinstance(exc, StateDBUninitialised):
+        return Unwritable.UNINITIALISED
+    return Unwritable.BUSY if is_busy(exc) else Unwritable.ERROR
 
 
 def open_read_only(path: Path) -> sqlite3.Connection:

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 
 from .apply import ApplyResult, TranscriptBudget, apply_plans
+from .budget import BATCH_BUDGET_S
 from .hermes import Capabilities
 from .plan import NO_ROW_OUTCOMES, ChatPlan, Context, plan_chat
 from .records import ensure_table, read_records, record_tables
@@ -110,7 +111,7 @@ def sync(
     store: StateStore,
     chats: Sequence[Desired],
     *,
-    budget_s: float = 0.025,
+    budget_s: float = BATCH_BUDGET_S,
     keep_plans: KeepPlans = False,
     write_transcript: TranscriptWriter | None = None,
     now: float | None = None,

@@ -5,6 +5,9 @@ capture, writer, sweep, patches), guarded by a lock. The save wrapper calls
 the host's save first, outside any guard, so the host's result and
 exceptions pass through untouched; only then, inside a guard that logs and
 counts, it asks the capture for a snapshot and hands it to the writer.
+The first snapshot a process queues also starts the reconcile sweep, here:
+both background threads start lazily, and the writer starts nothing but
+itself.
 
 Besides the session's save, ``install()`` wraps (same line, no host edit)
 hermes-agent's ``AIAgent.run_conversation`` — to learn which chats
@@ -81,6 +84,8 @@ class _Installation:
     homes: Homes | None = None
     writer: Writer | None = None
     sweep: ReconcileSweep | None = None
+    # The process whose writer started the sweep (a forked child's differs: it starts its own).
+    sweep_pid: int | None = None
 
     def __post_init__(self) -> None:
         self.agent = AgentUsage(self.stats, self.log)
@@ -123,7 +128,6 @@ class _Installation:
                         locate=lambda profile: self.get_homes().state_db(profile),
                         transcripts=lambda: self.transcripts.enabled(),
                         on_dropped=self.forget,
-                        on_start=self.start_sweep,
                         write_transcript=TranscriptWriter(self.stats),
                     )
                 writer = self.writer
@@ -135,8 +139,20 @@ class _Installation:
             capture.forget_chat(snapshot.session_id)
         self.agent.give_back(snapshot.session_id, snapshot.ledger)
 
-    def start_sweep(self) -> None:
-        """Runs in the writer thread as it starts (so also in a forked child's new writer)."""
+    def submit(self, snapshot: UsageSnapshot) -> bool:
+        """Hand ``snapshot`` to the writer; the first one a process queues also starts its sweep.
+
+        So the sweep starts lazily, like the writer, and anew in a forked
+        child (whose first save starts a new writer thread there too).
+        """
+        writer = self.get_writer()
+        queued = writer.submit(snapshot)
+        if queued and self.sweep_pid != writer.pid:
+            self.start_sweep(writer.pid)
+        return queued
+
+    def start_sweep(self, pid: int) -> None:
+        self.sweep_pid = pid
         sweep = self.sweep
         if sweep is not None:
             sweep.start()
@@ -198,7 +214,7 @@ def _capture(session: Any, state: _Installation, switch: Switch, chosen: Capture
     snapshot = cap.take(session)
     if snapshot is None:
         return False
-    return state.get_writer().submit(snapshot)
+    return state.submit(snapshot)
 
 
 def _make_save_wrapper(state: _Installation, cap: Capture) -> Callable[..., Any]:
@@ -225,7 +241,7 @@ def _make_save_wrapper(state: _Installation, cap: Capture) -> Callable[..., Any]
                 return result
             snapshot = take(session)  # None for a save with nothing new: almost every save
             if snapshot is not None:
-                state.get_writer().submit(snapshot)
+                state.submit(snapshot)
         except Exception as exc:
             report_internal_error(state.stats, state.log, "save hook", exc)
         return result
@@ -334,55 +350,90 @@ def install(
     (returns False). With ``strict=True`` a missing target raises
     TargetNotFound now; otherwise it is logged and skipped.
     """
-    module_name, path = split_target(target)
+    split_target(target)  # a malformed target raises before anything changes
     state = _state
     with state.lock:
-        if state.target is not None:
-            logger.warning("webui-insights: already installed on %s; ignoring install(%r)", state.target, target)
+        if not _claim(state, target, strict):
             return False
-        if strict:
-            try:
-                wrapt.resolve_path(importlib.import_module(module_name), path)
-            except Exception as exc:
-                raise TargetNotFound(f"webui-insights: cannot wrap {target}: {exc}") from exc
         state.generation += 1
         generation = state.generation
-        state.target = target
-        state.homes = Homes.capture()
-        chosen_adapter = adapter or webui_session_adapter
-        state.switch = Switch(enabled, ttl=settings_ttl, log=state.log, stats=state.stats)
-        state.transcripts = Switch(
-            transcripts,
-            env_name=ENV_TRANSCRIPTS,
-            setting_key=TRANSCRIPTS_SETTING_KEY,
-            ttl=settings_ttl,
-            log=state.log,
-            stats=state.stats,
-        )
-        state.capture = state.capture_for(chosen_adapter)
+        _configure(state, enabled, transcripts, adapter or webui_session_adapter, settings_ttl)
         writer = state.get_writer()
         if writer_config is not None:
             writer.reconfigure(writer_config)
         writer.restart()
         if reconcile_interval is None:
             reconcile_interval = DEFAULT_INTERVAL_S if adapter is None else 0.0
-        state.stop_sweep()
-        if reconcile_interval > 0:
-            state.sweep = ReconcileSweep(
-                reconcile_interval,
-                enabled=state.switch.enabled,
-                homes=state.homes,
-                stats=state.stats,
-                log=state.log,
-                transcripts=state.transcripts.enabled,
-            )
-            if writer._running:
-                state.sweep.start()  # a re-install: the writer's start hook ran already
+        _replace_sweep(state, reconcile_interval)
         cap = state.capture
+    assert cap is not None
+    _wrap(state, generation, target, cap, agent_usage_hook, take_over_host_bridge)
+    return True
+
+
+def _claim(state: _Installation, target: str, strict: bool) -> bool:
+    """Take ``target`` for this installation: False when installed already (a warning, no change)."""
+    if state.target is not None:
+        logger.warning("webui-insights: already installed on %s; ignoring install(%r)", state.target, target)
+        return False
+    if strict:
+        module_name, path = split_target(target)
+        try:
+            wrapt.resolve_path(importlib.import_module(module_name), path)
+        except Exception as exc:
+            raise TargetNotFound(f"webui-insights: cannot wrap {target}: {exc}") from exc
+    state.target = target
+    return True
+
+
+def _configure(
+    state: _Installation,
+    enabled: Explicit,
+    transcripts: Explicit,
+    adapter: Callable[[Any], UsageSnapshot | None],
+    settings_ttl: float,
+) -> None:
+    """The homes (captured now, before the host switches profiles), the switches and the capture."""
+    state.homes = Homes.capture()
+    state.switch = Switch(enabled, ttl=settings_ttl, log=state.log, stats=state.stats)
+    state.transcripts = Switch(
+        transcripts,
+        env_name=ENV_TRANSCRIPTS,
+        setting_key=TRANSCRIPTS_SETTING_KEY,
+        ttl=settings_ttl,
+        log=state.log,
+        stats=state.stats,
+    )
+    state.capture = state.capture_for(adapter)
+
+
+def _replace_sweep(state: _Installation, interval: float) -> None:
+    """A new sweep for this installation, started with the writer (now, if it runs already)."""
+    state.stop_sweep()
+    if interval <= 0:
+        return
+    assert state.homes is not None
+    state.sweep = ReconcileSweep(
+        interval,
+        enabled=state.switch.enabled,
+        homes=state.homes,
+        stats=state.stats,
+        log=state.log,
+        transcripts=state.transcripts.enabled,
+    )
+    writer = state.writer
+    if writer is not None and writer.running:  # a re-install: the first queued save is behind us
+        state.start_sweep(writer.pid)
+    else:
+        state.sweep_pid = None  # the next queued save starts it
+
+
+def _wrap(state: _Installation, generation: int, target: str, cap: Capture, agent_hook: bool, bridge: bool) -> None:
+    """Wrap the save, and hermes-agent's run and the host's bridge when asked, now or on import."""
     _patch_when_imported(state, generation, "save", target, lambda: _make_save_wrapper(state, cap))
-    if agent_usage_hook:
+    if agent_hook:
         _patch_when_imported(state, generation, "agent", agent_usage.TARGET, lambda: _make_agent_wrapper(state))
-    if take_over_host_bridge:
+    if bridge:
         for function in host_bridge.BRIDGE_FUNCTIONS:
             _patch_when_imported(
                 state,
@@ -392,7 +443,6 @@ def install(
                 lambda: host_bridge.make_bridge_wrapper(state.switch.enabled, state.stats),
                 optional=True,  # v0.50.12's bridge has no sync_session_title: normal, not an error
             )
-    return True
 
 
 def uninstall() -> bool:
