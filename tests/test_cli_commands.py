@@ -23,10 +23,10 @@ from messy_home import MessyHome, make_messy_home, write_chat
 from webui_insights import sources
 from webui_insights.cli import EXIT_ATTENTION, EXIT_OK, main
 from webui_insights.commands import batch
-from webui_insights.engine import batch as engine_batch
 from webui_insights.commands.backfill import BackfillReport, backfill
 from webui_insights.commands.verify import verify
 from webui_insights.demo_host import DemoSession
+from webui_insights.engine import batch as engine_batch
 from webui_insights.engine.store import create_state_db, open_read_only
 from webui_insights.profiles import Homes
 from webui_insights.sources import SessionFiles, scan_sessions

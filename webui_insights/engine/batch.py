@@ -12,7 +12,7 @@ written. ``check_state_db`` makes the same plans read-only for reports and
 dry runs. Per state.db the outcomes add up to its chats (``not_done``: chats
 not got to — the status says why).
 
-Never: create a state.db, know about profiles or session files (the caller
+Never: create a state.db, resolve a profile or read a session file (the caller
 routes chats to their state.db), or print.
 """
 
@@ -157,7 +157,9 @@ class StateDbBatch:
     """The chats of one state.db, applied as they come (see the module docstring).
 
     The state.db is opened on the first ``add`` and stays open until
-    ``close()``. ``counted(n)`` is called after each chunk once its report is
+    ``close_store()``; ``outcome.count_not_done()`` then completes the
+    count. Each ``add`` goes to ``sync`` ``chunk`` chats at a time (a commit
+    point). ``counted(n)`` is called after each chunk once its report is
     added up (``n`` chats committed), even when the chunk failed; a chunk's
     failure ends the writing here (the outcome says why), other state.dbs
     are the caller's.

@@ -87,23 +87,22 @@ def read_rows(
         columns = probe(conn)
     newer = ", ".join(name if name in columns else "NULL" for name in (LAST_ACTIVITY, TITLE_SOURCE))
     rows: dict[str, Row] = {}
-    for chunk, chunk_marks in in_chunks(ids):
-        found = conn.execute(
-            f"SELECT {_COLUMNS}, {newer} FROM sessions WHERE id IN ({chunk_marks})", chunk
-        ).fetchall()
+    for chunk, in_chunk in in_chunks(ids):
+        found = conn.execute(f"SELECT {_COLUMNS}, {newer} FROM sessions WHERE id IN ({in_chunk})", chunk).fetchall()
         if not found:
             continue
         present = [values[0] for values in found]
-        present_marks = marks(len(present))
+        in_present = marks(len(present))
         counts = dict(
             conn.execute(
-                f"SELECT session_id, COUNT(*) FROM messages WHERE session_id IN ({present_marks}){live} GROUP BY session_id",
+                f"SELECT session_id, COUNT(*) FROM messages "
+                f"WHERE session_id IN ({in_present}){live} GROUP BY session_id",
                 present,
             ).fetchall()
         )
         usage: dict[str, bool] = {}
         if MODEL_USAGE in columns:
-            checked = conn.execute(USAGE_CHECK_SQL.format(marks=present_marks), present).fetchall()
+            checked = conn.execute(USAGE_CHECK_SQL.format(marks=in_present), present).fetchall()
             usage = {sid: usage_in_step(main, copies, has) for sid, main, copies, has in checked}
         for values in found:
             rows[values[0]] = _row(values, counts.get(values[0], 0), usage.get(values[0]))
