@@ -10,7 +10,6 @@ from webui_insights.engine.batch import DatabaseOutcome, StateDbBatch, check_sta
 from webui_insights.engine.store import IN_CHUNK, create_state_db, in_chunks
 from webui_insights.snapshot import UsageSnapshot
 
-
 NOW = time.time()
 
 
