@@ -328,4 +328,3 @@ def check_state_db(
         outcome.plans = plans
     outcome.count_not_done()
     return outcome
-
