@@ -26,6 +26,7 @@ from webui_insights.commands import batch
 from webui_insights.commands.backfill import BackfillReport, backfill
 from webui_insights.commands.verify import verify
 from webui_insights.demo_host import DemoSession
+from webui_insights.engine import batch as engine_batch
 from webui_insights.engine.store import create_state_db, open_read_only
 from webui_insights.profiles import Homes
 from webui_insights.sources import SessionFiles, scan_sessions
@@ -113,7 +114,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(
     webui_dir: Path, hermes_home: Path, mocker: Any, failure: BaseException
 ) -> None:
     chats = [_chat(webui_dir, title=f"Chat {i}", tokens=100 + i) for i in range(25)]
-    real_sync = batch.sync
+    real_sync = engine_batch.sync
     calls = {"n": 0}
 
     def sync_then_fail(*args: Any, **kwargs: Any) -> Any:
@@ -122,7 +123,7 @@ def test_an_interrupted_run_resumes_where_it_stopped(
             raise failure
         return real_sync(*args, **kwargs)
 
-    mocker.patch.object(batch, "sync", sync_then_fail)
+    mocker.patch.object(engine_batch, "sync", sync_then_fail)
     db = hermes_home / "state.db"
     if isinstance(failure, KeyboardInterrupt):
         with pytest.raises(KeyboardInterrupt) as stopped:

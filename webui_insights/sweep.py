@@ -1,7 +1,14 @@
 """The background reconcile sweep: any lost update becomes a late one.
 
-A low-priority daemon thread runs ``commands.reconcile.reconcile_pass`` soon
-after start, then every ``interval_s``. Under a pre-fork server every worker
+The WebUI's files hold each chat's latest state, so a chat whose row fell
+behind (an update dropped at the queue cap, a process killed, state.db
+locked past the exit budget) is repaired by running its file through the
+same rule as a live save (``reconcile_pass``, through ``routing`` into
+``engine.batch``): the version check keeps a newer row, deletions in hermes
+are respected, rows hermes-agent writes only get what it leaves out.
+
+A low-priority daemon thread runs ``reconcile_pass`` soon after start, then
+every ``interval_s``. Under a pre-fork server every worker
 installs the mirror, but only one process sweeps a sessions folder: the one
 holding an advisory lock (``flock``) on a small file named after that
 folder, in the system's temp directory. The lock is held for the life of
@@ -10,8 +17,9 @@ another worker takes over at its next interval. ``start()`` again after
 ``stop()`` (a re-install) starts a new thread.
 
 Never: run on the host's save path or at import time, start a thread before
-``start()``, block interpreter exit (daemon thread, bounded join), or write
-while mirroring is switched off.
+``start()``, block interpreter exit (daemon thread, bounded join), write
+while mirroring is switched off, or import the command layer (this runs in
+the WebUI's process).
 """
 
 from __future__ import annotations
@@ -21,26 +29,93 @@ import os
 import sys
 import tempfile
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from . import forksafe
-from .commands.reconcile import ReconcileResult, reconcile_pass
 from .diagnostics import RateLimitedLog, Stats, logger, report_internal_error
+from .engine.batch import DatabaseOutcome
+from .engine.store import StateStore
 from .profiles import Homes
+from .routing import ProfileBatches, write_all
 from .settings import webui_sessions_dir
+from .sources import scan_sessions
 
-__all__ = ["ReconcileSweep", "SweepLeader", "DEFAULT_INTERVAL_S", "DEFAULT_FIRST_DELAY_S"]
+__all__ = [
+    "ReconcileSweep",
+    "SweepLeader",
+    "ReconcileResult",
+    "reconcile_pass",
+    "DEFAULT_INTERVAL_S",
+    "DEFAULT_FIRST_DELAY_S",
+]
 
 DEFAULT_INTERVAL_S = 15 * 60.0
 DEFAULT_FIRST_DELAY_S = 30.0
 _PAUSE_S = 0.01
+# The sweep shares the host's GIL: small chunks, a pause between them.
+_CHUNK = 200
+# A background pass must not wait ~18 s on a busy state.db: the next pass retries.
+_WRITE_RETRIES = 2
 
 try:
     import fcntl
 except ImportError:  # pragma: no cover - not POSIX: every process sweeps
     fcntl = None  # type: ignore[assignment]
+
+
+@dataclass(slots=True)
+class ReconcileResult:
+    """One pass: chats seen, the chats the engine changed, and what could not be reached."""
+
+    checked: int = 0
+    repaired: int = 0
+    bad_files: int = 0
+    databases: list[DatabaseOutcome] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
+    duration_s: float = 0.0
+
+    @property
+    def errors(self) -> list[tuple[str, str]]:
+        return [(d.state_db, d.problem or d.status) for d in self.databases if not d.reachable]
+
+
+def reconcile_pass(
+    homes: Homes,
+    sessions_dir: Path | None = None,
+    *,
+    transcripts: bool = False,
+    stop: threading.Event | None = None,
+    pause_s: float = 0.0,
+    open_store: Callable[[Path], StateStore] | None = None,
+) -> ReconcileResult:
+    """Run every session file's chat through the engine; expected trouble is recorded per state.db."""
+    started = time.perf_counter()
+    scan = scan_sessions(sessions_dir, keep_messages=transcripts)
+
+    def between_chunks() -> bool:
+        return not (stop is not None and stop.wait(pause_s))
+
+    batches = ProfileBatches(
+        homes,
+        chunk=_CHUNK,
+        transcripts=transcripts,
+        open_store=open_store
+        or (lambda path: StateStore(path, write_retries=_WRITE_RETRIES, section=forksafe.sqlite_section)),
+        between_chunks=between_chunks,
+    )
+    databases, refused = write_all(batches, scan.snapshots)
+    return ReconcileResult(
+        checked=len(scan.snapshots),
+        repaired=sum(d.written for d in databases),
+        bad_files=len(scan.bad),
+        databases=databases,
+        refused=refused,
+        duration_s=time.perf_counter() - started,
+    )
 
 
 class SweepLeader:

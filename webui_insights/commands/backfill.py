@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..engine.batch import written
 from ..engine.store import StateStore
 from ..profiles import Homes
 from ..snapshot import UsageSnapshot
@@ -50,8 +51,7 @@ class BackfillReport(FolderReport):
 
     @property
     def written(self) -> int:
-        outcomes = self.outcomes
-        return outcomes["created"] + outcomes["updated"] + outcomes["restored"]
+        return written(self.outcomes)
 
     @property
     def complete(self) -> bool:
@@ -93,19 +93,6 @@ def backfill(
     if isinstance(source, SessionFiles) and transcripts and not source.keep_messages:
         source = dataclasses.replace(source, keep_messages=True)
     report = BackfillReport(sessions_dir=str(source.directory), dry_run=dry_run)
-    scan = source if isinstance(source, Scan) else None
-
-    def on_part(so_far: Scan, chats: list[UsageSnapshot]) -> None:
-        nonlocal scan
-        scan = so_far
-        if writer is not None:
-            if chats:
-                writer.add(chats)
-            else:  # listed (the readers parse the first part meanwhile), or a part of blank chats
-                writer.get_ready()
-        if progress is not None:
-            progress(so_far.done, so_far.files)
-
     writer = (
         None
         if dry_run
@@ -118,28 +105,57 @@ def backfill(
             keep_outcomes=frozenset({"deleted"}),
         )
     )
+    run = _Run(report, writer, progress, source)
     try:
-        try:
-            if isinstance(source, SessionFiles):
-                scan = source.read(on_part)
-            elif writer is not None:
-                on_part(source, source.snapshots)
-        finally:
-            if writer is not None:
-                report.databases, report.refused = writer.close()
-        if dry_run and scan is not None:
+        run.read(source)
+        if dry_run and run.scan is not None:
             report.databases, report.refused = check_all(
-                homes, scan.snapshots, transcripts=transcripts, restore_deleted=restore_deleted
+                homes, run.scan.snapshots, transcripts=transcripts, restore_deleted=restore_deleted
             )
     except KeyboardInterrupt as exc:
         report.interrupted = True
-        _count_files(report, scan)
+        _count_files(report, run.scan)
         report.total_s = time.perf_counter() - started
         exc.report = report  # type: ignore[attr-defined]
         raise
-    _count_files(report, scan)
+    _count_files(report, run.scan)
     report.total_s = time.perf_counter() - started
     return report
+
+
+class _Run:
+    """One backfill's reading and writing: each part of the folder is written as soon as it is read."""
+
+    def __init__(
+        self, report: BackfillReport, writer: BatchWriter | None, progress: Progress | None, source: Scan | SessionFiles
+    ) -> None:
+        self.report = report
+        self.writer = writer
+        self.progress = progress
+        # The folder as read so far: what the report counts, even after an interruption.
+        self.scan = source if isinstance(source, Scan) else None
+
+    def read(self, source: Scan | SessionFiles) -> None:
+        """Read (or take) the chats and write them; the writer's outcomes go to the report whatever happens."""
+        writer = self.writer
+        try:
+            if isinstance(source, SessionFiles):
+                self.scan = source.read(self.on_part)
+            elif writer is not None:
+                self.on_part(source, source.snapshots)
+        finally:
+            if writer is not None:
+                self.report.databases, self.report.refused = writer.close()
+
+    def on_part(self, so_far: Scan, chats: list[UsageSnapshot]) -> None:
+        self.scan = so_far
+        if self.writer is not None:
+            if chats:
+                self.writer.add(chats)
+            else:  # listed (the readers parse the first part meanwhile), or a part of blank chats
+                self.writer.get_ready()
+        if self.progress is not None:
+            self.progress(so_far.done, so_far.files)
 
 
 def _count_files(report: BackfillReport, scan: Scan | None) -> None:

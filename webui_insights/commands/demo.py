@@ -17,6 +17,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -68,6 +69,7 @@ def _fail(message: str, as_json: bool, out: TextIO) -> int:
 
 
 def run_demo(*, keep: bool = False, as_json: bool = False, out: TextIO = sys.stdout) -> int:
+    """Save a scripted chat through the wrapped ``save()`` in a throwaway home, then run ``hermes insights``."""
     hermes = hermes_command()
     home = Path(tempfile.mkdtemp(prefix="webui-insights-demo-"))
     saved_env = {k: os.environ.get(k) for k in ("HERMES_HOME", "HERMES_WEBUI_STATE_DIR")}
@@ -84,25 +86,7 @@ def run_demo(*, keep: bool = False, as_json: bool = False, out: TextIO = sys.std
         except HermesStateUnavailable as exc:
             return _fail(f"demo needs hermes-agent: {exc}", as_json, out)
         say(f"HERMES_HOME={home}")
-        installer.install(target=TARGET, enabled=True)
-        try:
-            # Started twelve minutes ago: insights counts its duration (started_at → ended_at).
-            chat = DemoSession(home / "webui", title="Untitled", created_at=time.time() - 720)
-            chat.save()
-            for turn, (user, assistant, prompt, cached, completion, cost) in enumerate(SCRIPT, start=1):
-                chat.add_turn(user, assistant, input_tokens=prompt, output_tokens=completion, cost=cost, cached=cached)
-                if turn == 1:
-                    chat.title = "Demo chat"
-                for _ in range(3):  # the WebUI saves several times per streamed turn
-                    chat.save()
-                say(
-                    f"turn {turn}: saved {chat.path.name}: {chat.input_tokens} prompt tokens "
-                    f"({chat.cache_read_tokens} cached), {chat.output_tokens} out, {len(chat.messages)} messages"
-                )
-            landed = installer.flush(10.0)
-            stats = installer.stats()
-        finally:
-            installer.uninstall()
+        chat, landed, stats = _save_chat(home, say)
         row = _row(home / "state.db", chat.session_id)
         say(
             f"mirrored: {landed} (saves seen {stats['saves_seen']}, snapshots queued {stats['snapshots_queued']}, "
@@ -123,29 +107,7 @@ def run_demo(*, keep: bool = False, as_json: bool = False, out: TextIO = sys.std
             text=True,
             timeout=120,
         )
-        insights_ok = report.returncode == 0 and "Sessions:" in report.stdout
-        code = 0 if landed and insights_ok else 1
-        if as_json:
-            json.dump(
-                {
-                    "command": "demo",
-                    "landed": landed,
-                    "row": row,
-                    "stats": stats,
-                    "insights": report.stdout,
-                    "insights_error": None if insights_ok else report.stderr,
-                    "exit_code": code,
-                },
-                out,
-                indent=2,
-                default=str,
-            )
-            out.write("\n")
-        else:
-            print(report.stdout, file=out, end="")
-            if not insights_ok:
-                print(report.stderr, file=out)
-        return code
+        return _show_insights(report, landed=landed, row=row, stats=stats, as_json=as_json, out=out)
     finally:
         for key, value in saved_env.items():
             if value is None:
@@ -154,3 +116,61 @@ def run_demo(*, keep: bool = False, as_json: bool = False, out: TextIO = sys.std
                 os.environ[key] = value
         if not keep:
             shutil.rmtree(home, ignore_errors=True)
+
+
+def _save_chat(home: Path, say: Callable[[str], None]) -> tuple[DemoSession, bool, dict[str, Any]]:
+    """The scripted chat, saved the way the WebUI saves it with mirroring installed; landed, and the stats."""
+    installer.install(target=TARGET, enabled=True)
+    try:
+        # Started twelve minutes ago: insights counts its duration (started_at → ended_at).
+        chat = DemoSession(home / "webui", title="Untitled", created_at=time.time() - 720)
+        chat.save()
+        for turn, (user, assistant, prompt, cached, completion, cost) in enumerate(SCRIPT, start=1):
+            chat.add_turn(user, assistant, input_tokens=prompt, output_tokens=completion, cost=cost, cached=cached)
+            if turn == 1:
+                chat.title = "Demo chat"
+            for _ in range(3):  # the WebUI saves several times per streamed turn
+                chat.save()
+            say(
+                f"turn {turn}: saved {chat.path.name}: {chat.input_tokens} prompt tokens "
+                f"({chat.cache_read_tokens} cached), {chat.output_tokens} out, {len(chat.messages)} messages"
+            )
+        landed = installer.flush(10.0)
+        return chat, landed, installer.stats()
+    finally:
+        installer.uninstall()
+
+
+def _show_insights(
+    report: subprocess.CompletedProcess[str],
+    *,
+    landed: bool,
+    row: dict[str, Any],
+    stats: dict[str, Any],
+    as_json: bool,
+    out: TextIO,
+) -> int:
+    """Print hermes' report (or the whole demo as JSON); 0 when the chat landed and insights counted it."""
+    insights_ok = report.returncode == 0 and "Sessions:" in report.stdout
+    code = 0 if landed and insights_ok else 1
+    if as_json:
+        json.dump(
+            {
+                "command": "demo",
+                "landed": landed,
+                "row": row,
+                "stats": stats,
+                "insights": report.stdout,
+                "insights_error": None if insights_ok else report.stderr,
+                "exit_code": code,
+            },
+            out,
+            indent=2,
+            default=str,
+        )
+        out.write("\n")
+    else:
+        print(report.stdout, file=out, end="")
+        if not insights_ok:
+            print(report.stderr, file=out)
+    return code

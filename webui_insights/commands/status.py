@@ -22,14 +22,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..engine.batch import DatabaseOutcome
 from ..engine.hermes import Capabilities, HermesStateUnavailable, hermes_agent_version, hermes_state
-from ..engine.store import open_read_only
-from ..hook import installer
+from ..engine.store import StateDBUninitialised, check_initialised, open_read_only, writable
+from ..hook.installer import current_state
 from ..profiles import DEFAULT_PROFILE, Homes
-from ..settings import ENV_TRANSCRIPTS, TRANSCRIPTS_SETTING_KEY, Switch
+from ..routing import check_all, state_db_of
 from ..sources import Scan
-from .batch import check_all, state_db_of, writable
-from .verify import WRITING_OUTCOMES
 
 __all__ = ["ProfileStatus", "Status", "collect_status"]
 
@@ -87,37 +86,7 @@ class Status:
 
 def collect_status(scan: Scan, homes: Homes, *, profile: str | None = None) -> Status:
     """Everything ``webui-insights status`` prints; ``profile`` limits it to one profile."""
-    try:
-        hermes_state()
-        degraded = list(Capabilities.of_installed().degraded)
-        hermes_ok, hermes_error = True, None
-    except HermesStateUnavailable as exc:
-        hermes_ok, hermes_error, degraded = False, str(exc), []
-    state = installer._state
-    in_process = installer.is_installed()
-    switch = state.switch if in_process else Switch(None)
-    enabled, source = switch.describe()
-    transcripts_switch = (
-        state.transcripts if in_process else Switch(None, env_name=ENV_TRANSCRIPTS, setting_key=TRANSCRIPTS_SETTING_KEY)
-    )
-    transcripts, transcripts_source = transcripts_switch.describe()
-    stats = installer.stats() if in_process else None
-    status = Status(
-        hermes_agent=hermes_ok,
-        hermes_agent_version=hermes_agent_version() if hermes_ok else None,
-        hermes_agent_error=hermes_error,
-        enabled=enabled,
-        enabled_source=source,
-        transcripts=transcripts,
-        transcripts_source=transcripts_source,
-        degraded=degraded,
-        sessions_dir=str(scan.directory),
-        sessions_dir_present=scan.directory.is_dir(),
-        session_files=scan.files,
-        skipped_files=dict(scan.skipped),
-        in_process=in_process,
-        stats=stats,
-    )
+    status = _process_status(scan)
     per_profile = Counter(s.profile or DEFAULT_PROFILE for s in scan.snapshots)
     names = (
         [profile]
@@ -126,7 +95,7 @@ def collect_status(scan: Scan, homes: Homes, *, profile: str | None = None) -> S
     )
     databases, _ = check_all(homes, scan.snapshots)
     by_path = {d.state_db: d for d in databases}
-    health = {h["state_db"]: h for h in (stats or {}).get("databases", [])}
+    health = {h["state_db"]: h for h in (status.stats or {}).get("databases", [])}
     for name in names:
         item = ProfileStatus(name, None, webui_chats=per_profile.get(name, 0))
         status.profiles.append(item)
@@ -136,28 +105,60 @@ def collect_status(scan: Scan, homes: Homes, *, profile: str | None = None) -> S
             continue
         item.state_db = str(path)
         item.writer = health.get(str(path))
-        database = by_path.get(str(path))
-        if database is not None and not database.reachable:
-            item.state, item.problem = database.status, database.problem
-        elif database is None:
-            item.state, item.problem = _probe(path)
-        if item.state != "ok":
-            continue
-        item.read_only = not writable(path)
-        if database is not None:
-            # Who writes each row, as the engine decides it from the row's evidence now
-            # (not what an earlier pass recorded): deleted and not-yet-created rows are no one's.
-            owners = Counter(p.owner for p in database.plans if p.row is not None)
-            item.mirrored, item.hermes_written, item.foreign = owners["mirror"], owners["hermes"], owners["foreign"]
-            outcomes = database.outcomes
-            item.outcomes = dict(outcomes)
-            item.behind = sum(outcomes[o] for o in WRITING_OUTCOMES)
-            item.up_to_date = outcomes["unchanged"] + outcomes["stale"]
-            item.deleted_in_hermes = outcomes["deleted"]
-            item.titles_refused = database.notes.get("title_refused", 0)
-            item.notes = {k: v for k, v in database.notes.items() if k != "title_refused"}
+        _profile_state(item, path, by_path.get(str(path)))
     _problems(status, profile)
     return status
+
+
+def _process_status(scan: Scan) -> Status:
+    """hermes-agent, the switches, this process's mirroring, and the sessions folder."""
+    try:
+        hermes_state()
+        degraded = list(Capabilities.of_installed().degraded)
+        hermes_ok, hermes_error = True, None
+    except HermesStateUnavailable as exc:
+        hermes_ok, hermes_error, degraded = False, str(exc), []
+    here = current_state()
+    return Status(
+        hermes_agent=hermes_ok,
+        hermes_agent_version=hermes_agent_version() if hermes_ok else None,
+        hermes_agent_error=hermes_error,
+        enabled=here.enabled,
+        enabled_source=here.enabled_source,
+        transcripts=here.transcripts,
+        transcripts_source=here.transcripts_source,
+        degraded=degraded,
+        sessions_dir=str(scan.directory),
+        sessions_dir_present=scan.directory.is_dir(),
+        session_files=scan.files,
+        skipped_files=dict(scan.skipped),
+        in_process=here.installed,
+        stats=here.stats,
+    )
+
+
+def _profile_state(item: ProfileStatus, path: Path, database: DatabaseOutcome | None) -> None:
+    """The profile's state.db and its chats by what the engine would do (``database``: their plans)."""
+    if database is not None and not database.reachable:
+        item.state, item.problem = database.status, database.problem
+    elif database is None:
+        item.state, item.problem = _probe(path)
+    if item.state != "ok":
+        return
+    item.read_only = not writable(path)
+    if database is None:
+        return
+    # Who writes each row, as the engine decides it from the row's evidence now
+    # (not what an earlier pass recorded): deleted and not-yet-created rows are no one's.
+    owners = Counter(p.owner for p in database.plans if p.row is not None)
+    item.mirrored, item.hermes_written, item.foreign = owners["mirror"], owners["hermes"], owners["foreign"]
+    outcomes = database.outcomes
+    item.outcomes = dict(outcomes)
+    item.behind = database.written
+    item.up_to_date = outcomes["unchanged"] + outcomes["stale"]
+    item.deleted_in_hermes = outcomes["deleted"]
+    item.titles_refused = database.notes.get("title_refused", 0)
+    item.notes = {k: v for k, v in database.notes.items() if k != "title_refused"}
 
 
 def _probe(path: Path) -> tuple[str, str | None]:
@@ -169,9 +170,10 @@ def _probe(path: Path) -> tuple[str, str | None]:
     except sqlite3.Error as exc:
         return "unreadable", f"{type(exc).__name__}: {exc}"
     try:
-        if conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'").fetchone():
-            return "ok", None
-        return "uninitialised", f"{path} is not a hermes state.db (no schema_version table); left untouched"
+        check_initialised(conn, path)
+        return "ok", None
+    except StateDBUninitialised as exc:
+        return "uninitialised", str(exc)
     except sqlite3.Error as exc:
         return "unreadable", f"{type(exc).__name__}: {exc}"
     finally:

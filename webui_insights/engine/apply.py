@@ -28,6 +28,7 @@ from .plan import ChatPlan
 from .records import merge, write_records
 from .schema import LAST_ACTIVITY, TITLE_SOURCE, USAGE_COPY_SQL, USAGE_DELETE_SQL
 from .states import OWNED_COLUMNS, Record
+from .store import in_chunks
 from .titles import candidate
 from .transcripts import MessageRow, TranscriptDone, TranscriptPlan, chain_end
 
@@ -68,9 +69,6 @@ def _insert_sql(newer: tuple[str, ...]) -> str:
     names = (*_INSERT_COLUMNS, *newer)
     marks = ", ".join("?" * len(names))
     return f"INSERT INTO sessions ({', '.join(names)}) VALUES ({marks}) ON CONFLICT(id) DO NOTHING"
-
-
-_IN_CHUNK = 400
 
 
 @dataclass(slots=True)
@@ -118,9 +116,7 @@ class TitleAllocator:
         self._look_up([candidate(base, 1, self.max_length) for base in seen if base in twice or base in holders])
 
     def _look_up(self, names: Sequence[str]) -> None:
-        for start in range(0, len(names), _IN_CHUNK):
-            chunk = names[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(names):
             self.holders.update(
                 self.conn.execute(f"SELECT title, id FROM sessions WHERE title IN ({marks})", chunk).fetchall()
             )

@@ -38,6 +38,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from .states import Counters, Ledger, Record, Version
+from .store import in_chunks
 
 __all__ = [
     "TABLE",
@@ -93,7 +94,6 @@ _CREATE = f"CREATE TABLE IF NOT EXISTS {TABLE} (\n    " + ",\n    ".join(f"{n} {
 _READ = tuple(name for name in _NAMES if name not in ("written", "changed_at"))
 _WRITE = _READ + ("written", "changed_at")
 _UPSERT = f"INSERT OR REPLACE INTO {TABLE} ({', '.join(_WRITE)}) VALUES ({', '.join('?' * len(_WRITE))})"
-_IN_CHUNK = 500  # well under SQLite's bound-parameter limit
 
 
 def record_tables(conn: sqlite3.Connection) -> frozenset[str]:
@@ -246,18 +246,14 @@ def read_records(
     if TABLE in present:
         have = _columns(conn)
         names = [name for name in _READ if name in have]  # a table an earlier release made lacks some
-        for start in range(0, len(ids), _IN_CHUNK):
-            chunk = ids[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(ids):
             query = f"SELECT {', '.join(names)} FROM {TABLE} WHERE session_id IN ({marks})"
             for values in conn.execute(query, chunk):
                 stored = dict(zip(names, values, strict=True))
                 found[stored["session_id"]] = _from_row(stored)
     if LEGACY_TABLE in present:
         missing = [i for i in ids if i not in found]
-        for start in range(0, len(missing), _IN_CHUNK):
-            chunk = missing[start : start + _IN_CHUNK]
-            marks = ",".join("?" * len(chunk))
+        for chunk, marks in in_chunks(missing):
             for sid, base, written, count, chain in conn.execute(
                 f"SELECT session_id, title_base, title_written, transcript_count, transcript_hash "
                 f"FROM {LEGACY_TABLE} WHERE session_id IN ({marks})",

@@ -15,8 +15,17 @@ import sqlite3
 from collections.abc import Iterable
 from typing import Any
 
-from .schema import LAST_ACTIVITY, MODEL_USAGE, TITLE_SOURCE, USAGE_CHECK_SQL, probe, usage_in_step
+from .schema import (
+    LAST_ACTIVITY,
+    MODEL_USAGE,
+    TITLE_SOURCE,
+    USAGE_CHECK_SQL,
+    messages_have_active,
+    probe,
+    usage_in_step,
+)
 from .states import Row
+from .store import in_chunks, marks
 
 __all__ = ["read_rows", "messages_have_active"]
 
@@ -58,12 +67,6 @@ assert Row._fields[len(_NAMES) - 1 :] == (
     "usage_in_step",
 )
 _COLUMNS = ", ".join(_NAMES) + f", {_AGENT_MARKS}"
-_IN_CHUNK = 500
-
-
-def messages_have_active(conn: sqlite3.Connection) -> bool:
-    """hermes-agent ≥ 0.18 keeps superseded messages with ``active = 0``."""
-    return any(row[1] == "active" for row in conn.execute("PRAGMA table_info(messages)"))
 
 
 def read_rows(
@@ -84,23 +87,22 @@ def read_rows(
         columns = probe(conn)
     newer = ", ".join(name if name in columns else "NULL" for name in (LAST_ACTIVITY, TITLE_SOURCE))
     rows: dict[str, Row] = {}
-    for start in range(0, len(ids), _IN_CHUNK):
-        chunk = ids[start : start + _IN_CHUNK]
-        marks = ",".join("?" * len(chunk))
-        found = conn.execute(f"SELECT {_COLUMNS}, {newer} FROM sessions WHERE id IN ({marks})", chunk).fetchall()
+    for chunk, in_chunk in in_chunks(ids):
+        found = conn.execute(f"SELECT {_COLUMNS}, {newer} FROM sessions WHERE id IN ({in_chunk})", chunk).fetchall()
         if not found:
             continue
         present = [values[0] for values in found]
-        marks = ",".join("?" * len(present))
+        in_present = marks(len(present))
         counts = dict(
             conn.execute(
-                f"SELECT session_id, COUNT(*) FROM messages WHERE session_id IN ({marks}){live} GROUP BY session_id",
+                f"SELECT session_id, COUNT(*) FROM messages "
+                f"WHERE session_id IN ({in_present}){live} GROUP BY session_id",
                 present,
             ).fetchall()
         )
         usage: dict[str, bool] = {}
         if MODEL_USAGE in columns:
-            checked = conn.execute(USAGE_CHECK_SQL.format(marks=marks), present).fetchall()
+            checked = conn.execute(USAGE_CHECK_SQL.format(marks=in_present), present).fetchall()
             usage = {sid: usage_in_step(main, copies, has) for sid, main, copies, has in checked}
         for values in found:
             rows[values[0]] = _row(values, counts.get(values[0], 0), usage.get(values[0]))

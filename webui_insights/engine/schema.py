@@ -29,6 +29,7 @@ __all__ = [
     "MODEL_USAGE",
     "TITLE_SOURCE_WEBUI",
     "probe",
+    "messages_have_active",
     "USAGE_DELETE_SQL",
     "USAGE_COPY_SQL",
     "USAGE_CHECK_SQL",
@@ -91,6 +92,11 @@ def probe(conn: sqlite3.Connection) -> frozenset[str]:
         if _USAGE_COLUMNS <= usage:
             found.add(MODEL_USAGE)
     return frozenset(found)
+
+
+def messages_have_active(conn: sqlite3.Connection) -> bool:
+    """hermes-agent ≥ 0.18 keeps superseded messages with ``active = 0``."""
+    return any(row[1] == "active" for row in conn.execute("PRAGMA table_info(messages)"))
 
 
 # The usage row's key, from the session row: the same COALESCEs as hermes'

@@ -19,14 +19,14 @@ from __future__ import annotations
 import os
 import sqlite3
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from .hermes import Capabilities, HermesStateUnavailable, hermes_state
-from .rows import messages_have_active
+from .schema import messages_have_active
 
 __all__ = [
     "StateDBMissing",
@@ -39,9 +39,15 @@ __all__ = [
     "is_busy",
     "check_initialised",
     "create_state_db",
+    "writable",
+    "in_chunks",
+    "marks",
 ]
 
 T = TypeVar("T")
+
+# Values per ``IN (…)``: well under SQLite's bound-parameter limit (999 before 3.32).
+IN_CHUNK = 500
 
 
 class StateDBMissing(FileNotFoundError):
@@ -122,6 +128,31 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     # -shm it needs for a normal read. immutable=1 reads the main file as is
     # (what a backup or a mounted copy holds).
     return sqlite3.connect(uri + "?mode=ro&immutable=1", uri=True, timeout=5.0)
+
+
+def writable(path: Path) -> bool:
+    """Whether a writer could open ``path``, judged without opening the database.
+
+    The file and its directory (SQLite creates ``-wal``/``-shm`` there),
+    and an existing ``-shm`` that is not a regular file (a copy on which
+    SQLite cannot create one opens read-only at best).
+    """
+    if not (os.access(path, os.R_OK | os.W_OK) and os.access(path.parent, os.W_OK | os.X_OK)):
+        return False
+    shm = path.with_name(path.name + "-shm")
+    return not os.path.lexists(shm) or (os.path.isfile(shm) and os.access(shm, os.R_OK | os.W_OK))
+
+
+def marks(count: int) -> str:
+    """The ``?`` placeholders of an ``IN (…)`` of ``count`` values."""
+    return ",".join("?" * count)
+
+
+def in_chunks(values: Sequence[T]) -> Iterator[tuple[Sequence[T], str]]:
+    """``values`` in slices that fit one ``IN (…)``, each with its placeholders."""
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        yield chunk, marks(len(chunk))
 
 
 def check_initialised(conn: sqlite3.Connection, path: Path) -> None:

@@ -503,3 +503,42 @@ def _reset_for_tests() -> None:
     if writer is not None:
         writer.shutdown(timeout=2.0)
     _state = _Installation()
+
+
+# ---------------------------------------------------------------- read by status
+
+
+@dataclass(frozen=True, slots=True)
+class InstallState:
+    """This process's installation as ``status`` reports it: a copy, so a reader changes nothing.
+
+    Outside a process that called ``install()``, the switches are what a
+    new installation would find (environment, then the WebUI's settings).
+    """
+
+    installed: bool
+    enabled: bool
+    enabled_source: str
+    transcripts: bool
+    transcripts_source: str
+    stats: dict[str, Any] | None  # ``stats()``, while installed
+
+
+def current_state() -> InstallState:
+    """What ``status`` shows of this process's mirroring (the hook layer's one public read)."""
+    state = _state
+    installed = is_installed()
+    switch = state.switch if installed else Switch(None)
+    transcripts_switch = (
+        state.transcripts if installed else Switch(None, env_name=ENV_TRANSCRIPTS, setting_key=TRANSCRIPTS_SETTING_KEY)
+    )
+    enabled, enabled_source = switch.describe()
+    transcripts, transcripts_source = transcripts_switch.describe()
+    return InstallState(
+        installed=installed,
+        enabled=enabled,
+        enabled_source=enabled_source,
+        transcripts=transcripts,
+        transcripts_source=transcripts_source,
+        stats=stats() if installed else None,
+    )
