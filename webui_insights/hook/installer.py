@@ -53,6 +53,8 @@ __all__ = [
     "stats",
     "is_installed",
     "capture",
+    "InstallState",
+    "current_state",
 ]
 
 DEFAULT_TARGET = "api.models:Session.save"
