@@ -26,7 +26,7 @@ from .schema import LAST_ACTIVITY, TITLE_SOURCE, USAGE_COPY_SQL, USAGE_DELETE_SQ
 from .states import OWNED_COLUMNS, Record
 from .titles import candidate
 
-__all__ = ["ApplyResult", "TitleAllocator", "apply_plans", "free_title"]
+__all__ = ["ApplyResult", "TitleAllocator", "apply_plans"]
 
 _INSERT_COLUMNS = (
     "id",
@@ -154,11 +154,6 @@ class TitleAllocator:
             (start, start - 1, stem, stem + "\uffff", session_id, start, start - 1),
         ).fetchone()
         return max(1, highest or 1)
-
-
-def free_title(conn: sqlite3.Connection, base: str, session_id: str, max_length: int) -> str | None:
-    """``base``, or its first collision name no other session holds (None: none left)."""
-    return TitleAllocator(conn, max_length).give(base, session_id)
 
 
 def apply_plans(

@@ -79,7 +79,6 @@ __all__ = [
     "TranscriptWriter",
     "to_row",
     "chain",
-    "content_fingerprint",
     "read_stored_rows",
     "MAX_MESSAGE_CHARS",
     "MAX_MESSAGES_PER_CHAT",
@@ -226,14 +225,6 @@ def _chain_end(rows: Iterable[Sequence[Any]], start: str = EMPTY_CHAIN) -> str:
 def _stored_chain(stored_rows: Iterable[Sequence[Any]]) -> str:
     """The chain of stored rows as ``read_stored_rows`` gives them (their id first)."""
     return _chain_end(row[1:6] for row in stored_rows)
-
-
-def content_fingerprint(messages: Iterable[tuple[str, str | None]]) -> str:
-    """Fingerprint of (role, content) pairs, computed alike from the WebUI's messages and state.db's rows."""
-    digest = hashlib.blake2b(digest_size=16)
-    for role, content in messages:
-        digest.update(repr((role, content)).encode("utf-8", "surrogatepass"))
-    return digest.hexdigest()
 
 
 def _quick_key(message: Any) -> Any:
