@@ -115,6 +115,17 @@ def _common(parser: argparse.ArgumentParser, *, since: bool = True) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress and no per-chat lines; summary only")
 
 
+def _folder_command(
+    sub: argparse._SubParsersAction[_Parser], name: str, *, help: str, description: str, since: bool = True
+) -> argparse.ArgumentParser:
+    """A command over the sessions folder: the exit statuses in its help, and the options they share."""
+    parser = sub.add_parser(
+        name, help=help, description=description, epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    _common(parser, since=since)
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="webui-insights",
@@ -135,21 +146,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_status(sub: argparse._SubParsersAction[_Parser]) -> None:
-    parser = sub.add_parser(
+    parser = _folder_command(
+        sub,
         "status",
         help="say whether mirroring would work here, per profile, and why not",
         description="Check hermes-agent, the switch, the WebUI sessions folder and each profile's state.db, "
         "and count each profile's chats by what the engine would do (up to date, behind, deleted in hermes, "
         "written by hermes-agent itself). Exits 1 with the reason when mirroring would not work.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        since=False,
     )
-    _common(parser, since=False)
     parser.set_defaults(handler=status.command)
 
 
 def _add_backfill(sub: argparse._SubParsersAction[_Parser]) -> None:
-    parser = sub.add_parser(
+    parser = _folder_command(
+        sub,
         "backfill",
         help="bring the WebUI's existing chats into state.db (safe to repeat)",
         description="Run every existing WebUI chat through the same rule as a live save, into its own "
@@ -157,10 +168,7 @@ def _add_backfill(sub: argparse._SubParsersAction[_Parser]) -> None:
         "right day. Chats already right are left alone (a second run writes nothing); an interrupted run "
         "resumes when repeated. Chats deleted in hermes are listed, not restored (see --restore-deleted). "
         "The WebUI's files are never modified.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(parser)
     parser.add_argument("--dry-run", action="store_true", help="report what would be written; open state.db read-only")
     parser.add_argument(
         "--transcripts",
@@ -174,17 +182,15 @@ def _add_backfill(sub: argparse._SubParsersAction[_Parser]) -> None:
 
 
 def _add_verify(sub: argparse._SubParsersAction[_Parser]) -> None:
-    parser = sub.add_parser(
+    parser = _folder_command(
+        sub,
         "verify",
         help="compare the WebUI's chats with state.db, field by field, in hermes' terms",
         description="Plan every chat with the engine, read-only, and list each field state.db would need "
         "to change: tokens (hermes' convention: input without cached tokens), cache, cost, model, title (as "
         "hermes stores it), started_at, ended_at, message and tool-call counts. A title renamed in hermes, a "
         "chat deleted in hermes, a row hermes-agent writes itself are not differences.",
-        epilog=_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _common(parser)
     parser.add_argument(
         "--fix", action="store_true", help="apply the engine to the chats that differ, then check again"
     )
