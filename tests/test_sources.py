@@ -6,6 +6,8 @@ import inspect
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -428,3 +430,14 @@ def test_a_saved_chat_reads_the_same_from_its_file_as_from_the_live_session(tmp_
         k: v for k, v in read._asdict().items() if k not in differ
     }
     assert live.input_tokens == 17 and live.estimated_cost_usd == 0.75 and live.title == "Same chat"
+
+
+def test_reading_without_workers_never_loads_the_reader_pool(tmp_path: Path) -> None:
+    """A host (the sweep) reads in its own process: the fork/pickle pool is not even imported."""
+    _many(tmp_path / "sessions", 3)
+    code = (
+        "import sys; from webui_insights.sources import scan_sessions; "
+        f"scan_sessions({str(tmp_path / 'sessions')!r}); print('webui_insights.sources.pool' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
