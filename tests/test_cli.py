@@ -623,3 +623,34 @@ def test_run_json_validates_against_the_schema(argv: list[str]) -> None:
     done = subprocess.run([str(SCRIPT), *argv], capture_output=True, text=True, timeout=60)
     data = parsed(done.stdout)
     assert done.returncode == data["exit_code"]
+
+
+def test_the_command_line_loads_no_command_until_one_runs() -> None:
+    """``--help`` and ``run`` stay instant: the presenters import the commands and the engine only when called."""
+    code = (
+        "import sys, json; import webui_insights; before = set(sys.modules); "
+        "import webui_insights.cli; from webui_insights.cli import main; "
+        "print(json.dumps(sorted(m for m in set(sys.modules) - before if m.startswith('webui_insights.'))))"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    added = json.loads(done.stdout)
+    assert added and all(m.startswith("webui_insights.cli") for m in added), added
+
+
+def test_a_ctrl_c_handler_asks_only_the_hold_the_running_command_set() -> None:
+    """No command holds Ctrl-C unless it says so (backfill and verify hand in the batch's hold)."""
+    import argparse
+    import signal
+
+    from webui_insights.cli.context import CommandRun
+    from webui_insights.cli.entry import _on_sigint
+
+    previous = signal.getsignal(signal.SIGINT)
+    run = CommandRun(argparse.Namespace(command="status"), sys.stdout)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            _on_sigint(run)(signal.SIGINT, None)
+        run.hold_interrupt = lambda: True
+        _on_sigint(run)(signal.SIGINT, None)  # held: returns, the batch raises it once the commit is counted
+    finally:
+        signal.signal(signal.SIGINT, previous)

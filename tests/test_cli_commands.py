@@ -20,7 +20,6 @@ import pytest
 from conftest import count_rows, read_row, run_insights, same_time, tamper
 from messy_home import MessyHome, make_messy_home, write_chat
 
-from webui_insights import sources
 from webui_insights.cli import EXIT_ATTENTION, EXIT_OK, main
 from webui_insights.commands import batch
 from webui_insights.commands.backfill import BackfillReport, backfill
@@ -29,7 +28,7 @@ from webui_insights.demo_host import DemoSession
 from webui_insights.engine import batch as engine_batch
 from webui_insights.engine.store import create_state_db, open_read_only
 from webui_insights.profiles import Homes
-from webui_insights.sources import SessionFiles, scan_sessions
+from webui_insights.sources import SessionFiles, scan_sessions, scanning
 
 DAY = 86_400.0
 
@@ -220,8 +219,8 @@ def test_backfill_since_takes_only_newer_chats(webui_dir: Path, hermes_home: Pat
 
 def _read_in_parts(monkeypatch: pytest.MonkeyPatch, hermes_home: Path, chats: int, part_files: int) -> Path:
     """A sessions folder of ``chats`` chats that reader processes read in parts of ``part_files``."""
-    monkeypatch.setattr(sources, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(sources, "PART_FILES", part_files)
+    monkeypatch.setattr(scanning, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(scanning, "PART_FILES", part_files)
     sessions = hermes_home / "webui" / "sessions"
     sessions.mkdir(parents=True)
     for n in range(chats):
@@ -346,7 +345,7 @@ def test_an_interrupted_report_still_adds_up(messy: MessyHome, mocker: Any) -> N
         return real_add(self, chats)
 
     mocker.patch.object(batch.BatchWriter, "add", add_then_stop)
-    mocker.patch.object(sources, "PART_FILES", 10)
+    mocker.patch.object(scanning, "PART_FILES", 10)
     with pytest.raises(KeyboardInterrupt) as stopped:
         backfill(SessionFiles(messy.sessions), Homes(messy.root))
     report = stopped.value.report  # type: ignore[attr-defined]

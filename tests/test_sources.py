@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -15,8 +18,9 @@ import pytest
 from conftest import same_time
 from messy_home import child_pids, make_messy_home, write_chat
 
-from webui_insights import sources
 from webui_insights.demo_host import DemoSession
+from webui_insights.hook.adapter import webui_session_adapter
+from webui_insights.snapshot import WEBUI_FIELDS, from_webui
 from webui_insights.sources import (
     BadSessionFile,
     Scan,
@@ -25,8 +29,11 @@ from webui_insights.sources import (
     SessionsFolderMissing,
     is_session_file_name,
     list_session_files,
+    pool,
     read_session_file,
     scan_sessions,
+    scanning,
+    session_file,
 )
 
 
@@ -48,20 +55,20 @@ def _many(sessions: Path, count: int) -> list[str]:
 @pytest.fixture
 def forked_readers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Reader processes even for a handful of files, in parts of 5."""
-    monkeypatch.setattr(sources, "_PARALLEL_FROM", 1)
-    monkeypatch.setattr(sources, "PART_FILES", 5)
+    monkeypatch.setattr(scanning, "_PARALLEL_FROM", 1)
+    monkeypatch.setattr(scanning, "PART_FILES", 5)
 
 
 @pytest.fixture
 def slow_readers(monkeypatch: pytest.MonkeyPatch) -> None:
     """Readers that take 0.3 s for the first part and 5 s for each other: still at work when looked at."""
-    real_read_chunk = sources._read_chunk
+    real_read_chunk = session_file.read_chunk
 
     def slow(paths: list[str], keep_messages: bool) -> list[Any]:
         time.sleep(0.3 if paths[0].endswith("000000000001.json") else 5.0)
         return real_read_chunk(paths, keep_messages)
 
-    monkeypatch.setattr(sources, "_read_chunk", slow)
+    monkeypatch.setattr(session_file, "read_chunk", slow)
 
 
 # ------------------------------------------------------------------ names
@@ -132,10 +139,10 @@ def test_a_utf8_byte_order_mark_is_accepted(tmp_path: Path) -> None:
 def test_an_oversized_file_is_refused_without_reading_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     chat = _chat(tmp_path)
     size = chat.path.stat().st_size
-    monkeypatch.setattr(sources, "MAX_FILE_BYTES", size - 1)
+    monkeypatch.setattr(session_file, "MAX_FILE_BYTES", size - 1)
     reads: list[int] = []
     real_read = os.read
-    monkeypatch.setattr(sources.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
+    monkeypatch.setattr(session_file.os, "read", lambda fd, n: reads.append(n) or real_read(fd, n))
     with pytest.raises(BadSessionFile) as refused:
         read_session_file(chat.path)
     assert refused.value.kind == "too_large" and f"{size:,} bytes" in refused.value.reason
@@ -309,12 +316,12 @@ def test_each_part_reaches_the_caller_in_order_after_the_listing(tmp_path: Path,
 
 
 def test_parts_start_small_and_double_up_to_the_largest(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sources, "FIRST_PART_FILES", 10)
+    monkeypatch.setattr(scanning, "FIRST_PART_FILES", 10)
     paths = [f"{n:012x}.json" for n in range(1000)]
-    pieces = sources._pieces(paths, 100)
+    pieces = scanning._pieces(paths, 100)
     assert [len(piece) for piece in pieces] == [10, 20, 40, 80] + [100] * 8 + [50]
     assert [path for piece in pieces for path in piece] == paths
-    assert [len(piece) for piece in sources._pieces(paths[:7], 5)] == [5, 2]  # a first part larger than the largest
+    assert [len(piece) for piece in scanning._pieces(paths[:7], 5)] == [5, 2]  # a first part larger than the largest
 
 
 def test_the_listing_reaches_the_caller_once_the_readers_are_at_work(
@@ -367,7 +374,7 @@ def test_a_reader_process_that_fails_is_an_error_not_a_hang(
     def broken(paths: list[str], keep_messages: bool) -> list[Any]:
         raise MemoryError("out of memory")
 
-    monkeypatch.setattr(sources, "_read_chunk", broken)  # the forked readers run this copy
+    monkeypatch.setattr(session_file, "read_chunk", broken)  # the forked readers run this copy
     started = time.monotonic()
     with pytest.raises(RuntimeError, match="reader process failed: MemoryError"):
         scan_sessions(tmp_path / "sessions", workers=2)
@@ -398,5 +405,39 @@ def test_when_no_reader_can_be_forked_the_files_are_read_here(
     def no_fork() -> int:
         raise BlockingIOError(11, "Resource temporarily unavailable")
 
-    monkeypatch.setattr(sources.os, "fork", no_fork)
+    monkeypatch.setattr(pool.os, "fork", no_fork)
     assert [s.session_id for s in scan_sessions(tmp_path / "sessions", workers=2).snapshots] == ids
+
+
+# ------------------------------------------------------- one field mapping
+
+
+def test_the_webui_field_names_are_the_ones_from_webui_takes() -> None:
+    parameters = list(inspect.signature(from_webui).parameters)
+    assert tuple(parameters[: len(WEBUI_FIELDS)]) == WEBUI_FIELDS
+
+
+def test_a_saved_chat_reads_the_same_from_its_file_as_from_the_live_session(tmp_path: Path) -> None:
+    """The live adapter and the file reader share one mapping: same chat, same snapshot."""
+    chat = _chat(tmp_path, title="Same chat")
+    chat.add_turn("again", "more", input_tokens=7, output_tokens=2, cost=0.25)
+    chat.save()
+    live = webui_session_adapter(chat)
+    read = read_session_file(chat.path)
+    # What only one side knows: the file's time and the counts the reader takes at once.
+    differ = {"observed", "tool_call_count", "earliest_message_at", "messages"}
+    assert {k: v for k, v in live._asdict().items() if k not in differ} == {
+        k: v for k, v in read._asdict().items() if k not in differ
+    }
+    assert live.input_tokens == 17 and live.estimated_cost_usd == 0.75 and live.title == "Same chat"
+
+
+def test_reading_without_workers_never_loads_the_reader_pool(tmp_path: Path) -> None:
+    """A host (the sweep) reads in its own process: the fork/pickle pool is not even imported."""
+    _many(tmp_path / "sessions", 3)
+    code = (
+        "import sys; from webui_insights.sources import scan_sessions; "
+        f"scan_sessions({str(tmp_path / 'sessions')!r}); print('webui_insights.sources.pool' in sys.modules)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"

@@ -34,6 +34,8 @@ __all__ = [
     "last_message_time",
     "earliest_message_time",
     "is_continuation",
+    "WEBUI_FIELDS",
+    "from_webui",
 ]
 
 # What the WebUI shows before a chat has a real title (both hosts): never mirrored as a title.
@@ -79,8 +81,9 @@ class UsageSnapshot(NamedTuple):
 
     ``messages`` may hold the chat's message list itself: it is only read on
     the writer thread (tool calls, transcripts), never kept afterwards.
-    Immutable and without a ``__dict__`` (a NamedTuple: building one on the
-    save path costs ~0.4 µs, a frozen slotted dataclass ~2.8 µs).
+    Immutable and without a ``__dict__``: a NamedTuple rather than a frozen
+    slotted dataclass, because one is built on the host's save path and a
+    NamedTuple is several times cheaper to build.
     """
 
     session_id: str
@@ -365,6 +368,90 @@ def build_snapshot(
         notes,
         _soft_timestamp(earliest_message_at),
         continuation is True,
+    )
+
+
+# A hermes-webui chat's own fields, under the WebUI's names: the live ``Session``
+# object's attributes (``hook/adapter.py``) and its session file's keys
+# (``sources``) alike. ``from_webui`` takes them in this order and is the one
+# place that says which becomes which snapshot field.
+WEBUI_FIELDS = (
+    "session_id",
+    "profile",
+    "model",
+    "title",
+    "input_tokens",
+    "output_tokens",
+    "cache_read_tokens",
+    "cache_write_tokens",
+    "reasoning_tokens",
+    "estimated_cost",
+    "api_call_count",
+    "created_at",
+    "updated_at",
+    "model_provider",
+    "parent_session_id",
+    "session_source",
+)
+
+
+def from_webui(
+    session_id: object,
+    profile: object,
+    model: object,
+    title: object,
+    input_tokens: object,
+    output_tokens: object,
+    cache_read_tokens: object,
+    cache_write_tokens: object,
+    reasoning_tokens: object,
+    estimated_cost: object,
+    api_call_count: object,
+    created_at: object,
+    updated_at: object,
+    model_provider: object,
+    parent_session_id: object,
+    session_source: object,
+    messages: object,
+    message_count: int,
+    observed: float,
+    keep: Sequence[Any] | None,
+    *,
+    tool_call_count: int | None = None,
+    earliest_message_at: float | None = None,
+) -> UsageSnapshot:
+    """The snapshot of a hermes-webui chat, from its fields as read (``WEBUI_FIELDS``); raises InvalidSnapshot.
+
+    ``messages`` is the chat's message list as read (its last message
+    dates the last activity); ``keep`` the messages the snapshot carries,
+    if any. What only one reader knows cheaply is passed in: a live save
+    leaves counting tool calls to the writer thread, a reader process
+    counts them at once and drops the messages. The live adapter calls
+    this positionally, on the host's save path (keywords would cost it
+    about a microsecond).
+    """
+    return build_snapshot(
+        session_id,
+        profile,
+        model,
+        title,
+        input_tokens,
+        output_tokens,
+        cache_read_tokens,
+        cache_write_tokens,
+        reasoning_tokens,
+        estimated_cost,  # estimated_cost_usd
+        message_count,
+        tool_call_count,
+        api_call_count,
+        created_at,
+        updated_at,
+        last_message_time(messages) or updated_at,  # last_active_at
+        model_provider,  # billing_provider
+        keep,
+        observed,
+        earliest_message_at,
+        is_continuation(parent_session_id, session_source),
     )
 
 

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from operator import attrgetter
 from typing import Any
 
-from ..snapshot import InvalidSnapshot, UsageSnapshot, build_snapshot, describe, is_continuation, last_message_time
+from ..snapshot import InvalidSnapshot, UsageSnapshot, describe, from_webui
 
 __all__ = ["WebUISessionAdapter", "webui_session_adapter"]
 
@@ -81,8 +81,8 @@ class WebUISessionAdapter:
         messages = getattr(session, "messages", None)
         if count < 0:
             raise InvalidSnapshot("bad_value", f"messages must be a list, got {describe(messages)}")
-        updated_at = getattr(session, "updated_at", None)
-        return build_snapshot(
+        # Positionally, in ``snapshot.WEBUI_FIELDS`` order: this runs on the host's save path.
+        return from_webui(
             session_id,
             profile,
             model,
@@ -93,17 +93,17 @@ class WebUISessionAdapter:
             cache_write,
             getattr(session, "reasoning_tokens", None),
             cost,
-            count,
-            None,
             getattr(session, "api_call_count", None),
             getattr(session, "created_at", None),
-            updated_at,
-            last_message_time(messages) or updated_at,
+            getattr(session, "updated_at", None),
             getattr(session, "model_provider", None),
-            messages if type(messages) is list else None,
+            getattr(session, "parent_session_id", None),
+            getattr(session, "session_source", None),
+            messages,
+            count,
             observed,
-            None,  # found on the writer thread, in ``messages``
-            is_continuation(getattr(session, "parent_session_id", None), getattr(session, "session_source", None)),
+            messages if type(messages) is list else None,
+            # tool calls and the earliest message: found on the writer thread, in ``messages``
         )
 
 
