@@ -78,7 +78,7 @@ def session_dict(i: int, now: float, messages: int = MESSAGES_PER_CHAT) -> dict[
             else {"role": "assistant", "content": f"answer {i}.{n} " + "words " * 8, "timestamp": now - 60 + n}
             for n in range(messages)
         ],
-        "created_at": now - (i % 365) * _DAY,
+        "created_at": now - 60 - (i % 365) * _DAY,  # before its first message (older messages mark a copy)
         "updated_at": now - 60 + messages,
         "input_tokens": 1000 + i,
         "output_tokens": 200 + i,

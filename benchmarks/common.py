@@ -46,7 +46,9 @@ class BenchSession:
         self.model_provider = "bench"
         self.profile: str | None = None
         self.messages: list[Any] = messages if messages is not None else [{"role": "user", "content": "hi"}]
-        self.created_at = now
+        # A chat is created before its first message (messages older than the chat mark a copy).
+        stamps = [m["timestamp"] for m in self.messages if isinstance(m, dict) and isinstance(m.get("timestamp"), float)]
+        self.created_at = min([now, *stamps])
         self.updated_at = now
         self.input_tokens = 1
         self.output_tokens = 1

@@ -402,7 +402,8 @@ def _account(
     were would count it again.
     """
     figures = Counters.of(desired)
-    total = Counters.of_ledger(ledger)
+    counted = any(ledger)  # most chats: the agent hook never reported any
+    total = Counters.of_ledger(ledger) if counted else ZERO
     news = desired.ledger is not None and any(desired.ledger)  # the agent hook counted a run: a turn
     seen = rec.seen
     if seen is None:
@@ -430,7 +431,7 @@ def _account(
         active_at=desired.last_active_at if activity else rec.active_at,
         activity=activity,
         spent=spent,
-        unrecorded=Counters.of_ledger(ledger.beyond(rec.applied)),
+        unrecorded=Counters.of_ledger(ledger.beyond(rec.applied)) if counted else ZERO,
     )
 
 
