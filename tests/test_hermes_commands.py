@@ -19,29 +19,14 @@ from pathlib import Path
 import pytest
 from conftest import read_row
 from engine_helpers import desired, run
+from run_hermes import hermes
 
-from webui_insights.commands.demo import hermes_command
 from webui_insights.engine.records import TABLE
 from webui_insights.engine.store import create_state_db
 
 NOW = time.time()
 DAY = 86400.0
 
-
-def hermes(home: Path, *args: str) -> str:
-    command = hermes_command()
-    assert command is not None, "the hermes console script is not installed"
-    done = subprocess.run(
-        [*command, *args],
-        env={**os.environ, "HERMES_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0, f"hermes {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
-    assert "Traceback" not in done.stderr, done.stderr
-    return done.stdout
 
 
 @pytest.fixture

@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 from engine_helpers import desired, run
+from run_hermes import hermes
 
-from webui_insights.commands.demo import hermes_command
 from webui_insights.engine.hermes import hermes_state
 from webui_insights.engine.schema import MODEL_USAGE, probe
 
@@ -75,20 +75,6 @@ store.db.update_token_counts("drops", input_tokens=2200, output_tokens=400, cach
 store.close()
 """
 
-
-def hermes(home: Path, *args: str) -> str:
-    command = hermes_command()
-    assert command is not None, "the hermes console script is not installed"
-    done = subprocess.run(
-        [*command, *args],
-        env={**os.environ, "HERMES_HOME": str(home)},
-        capture_output=True,
-        text=True,
-        timeout=120,
-        stdin=subprocess.DEVNULL,
-    )
-    assert done.returncode == 0 and "Traceback" not in done.stderr, f"{done.stdout}\n{done.stderr}"
-    return done.stdout
 
 
 def figures(db: Path, sql: str) -> dict[str, tuple[int, int, int]]:
