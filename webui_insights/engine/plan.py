@@ -31,8 +31,9 @@ evidence, never from a coincidence:
    count (the ledger) fills what the WebUI does not record (its
    non-streaming turns, v0.50.12's cache): the chat spent the larger of
    the growth and what the WebUI had counted before the ledger started
-   plus the ledger. A state that grows anything is **activity** (a new
-   turn).
+   plus the ledger. A state that grows anything since the state last
+   seen is **activity** (a new turn) — while no recorded version can be
+   trusted, only spend, the hook's count or a newer message is.
 5. **Deletions.** A row this layer had and that is gone was deleted in
    hermes: it comes back only with activity.
 6. **Fields.** Mirror-owned rows: spend in hermes' convention (input
