@@ -284,6 +284,11 @@ class Truth:
     # First seen with turns it never saw and a turn the agent hook counted: the larger of the two counts
     # is all it can tell (documented), so what it spent is not compared.
     usage_unknown: bool = False
+    # Someone else's values were in the row when hermes-agent took it over: they stay (documented).
+    others_values: bool = False
+    # Messages removed while states could not be ordered (a clock set back): the count of messages
+    # ever added may miss the ones that only refill the removed count (documented).
+    count_unordered: bool = False
     # Turns only the WebUI counted (made while mirroring was off) and turns only the agent hook counted
     # (non-streaming) in one chat: the larger of the two counts is all it can tell (documented).
     mixed_counts: bool = False
@@ -504,7 +509,7 @@ class WorldModel(RuleBasedStateMachine):
             truth.hermes_messages = (truth.seen_messages or 0) if row_there else 0
             truth.hermes_writes = row_there = True
             if truth.tampered:  # someone else's values, now in hermes-agent's own row: its business (documented)
-                truth.usage_unknown = True
+                truth.others_values = True
                 truth.hermes_messages = None
         turn = Turn(
             calls=calls,
@@ -539,12 +544,16 @@ class WorldModel(RuleBasedStateMachine):
     def edit_or_truncate(self, truth: Truth, keep: int) -> None:
         """Truncate (an edit, a retry, an undo); HEAD then rebuilds the chat's agent."""
         session = truth.session
+        if len(session.messages) > 2 * keep and (self.clock.offset or truth.odd_clock):
+            truth.count_unordered = True
         session.messages = session.messages[: 2 * keep]
         truth.agent = None
         self._save(truth)
 
     @rule(truth=chats)
     def clear(self, truth: Truth) -> None:
+        if truth.session.messages and (self.clock.offset or truth.odd_clock):
+            truth.count_unordered = True
         truth.session.messages = []
         truth.session.title = "Untitled"
         truth.agent = None
@@ -616,10 +625,11 @@ class WorldModel(RuleBasedStateMachine):
         if read_row(self.db, truth.session_id) is None:
             return
         self.hermes.set_session_title(truth.session_id, f"{title} {truth.number}" if title else "")
-        if title or truth.layer_titled:
+        if title or truth.layer_titled or truth.hermes_title is not None:
+            # A rename in hermes, or a clear of a title this layer wrote or one kept as set in hermes: kept.
             truth.hermes_title = (f"{title} {truth.number}" if title else None,)
-        else:  # a title this layer never wrote (set elsewhere), cleared: the WebUI's fills it, if it has one
-            truth.bridge_title = truth.hermes_title = None
+        else:  # the host's bridge's title (never kept as hermes'), cleared: the WebUI's fills it, if it has one
+            truth.bridge_title = None
 
     # ------------------------------------------------------------ other writers
 
@@ -744,7 +754,9 @@ class WorldModel(RuleBasedStateMachine):
             return
         assert row is not None, f"{sid}: no row"
         assert row["source"] == "webui"
-        if truth.usage_unknown or truth.mixed_counts or self._counted_apart(truth):
+        if truth.others_values:
+            pass  # hermes-agent's row with someone else's values in it: its business (documented)
+        elif truth.usage_unknown or truth.mixed_counts or self._counted_apart(truth):
             # What it can tell is bounded: never more than every turn, counted in full (never twice).
             full = truth.spent(in_full=True)
             assert (row["estimated_cost_usd"] or 0.0) <= full.pop("cost") + 1e-9, sid
@@ -758,7 +770,7 @@ class WorldModel(RuleBasedStateMachine):
             if truth.hermes_writes:
                 if truth.hermes_messages is not None:
                     assert row["message_count"] == truth.hermes_messages, f"{sid}: hermes-agent's message count"
-            else:
+            elif not truth.count_unordered:
                 assert row["message_count"] == truth.seen_messages, f"{sid}: messages ever added"
         title = truth.hermes_title[0] if truth.hermes_title is not None else (truth.title_seen or truth.bridge_title)
         if truth.bridge_title is not None and truth.hermes_title is None and title != truth.bridge_title:
@@ -866,6 +878,23 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
             "current",
             [("new_chat", {}), STREAMING_TURN, ("hermes_delete", {"truth": None}), TURN, STREAMING_TURN],
             id="deleted-restored-then-hermes-agent-writes-again",
+        ),
+        pytest.param(  # a cleared chat read while the clock was set back: no message counted as a turn
+            "old",
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("rename", {"truth": None, "title": "Renamed"}),
+             ("hermes_prune", {}), ("clear", {"truth": None}), ("clock_jump", {"hours": -6.0}), ("run_backfill", {})],
+            id="pruned-cleared-then-backfilled-under-a-clock-set-back",
+        ),
+        pytest.param(  # a title renamed in hermes, then cleared there: stays empty
+            "old",
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}),
+             ("hermes_rename", {"truth": None, "title": "From hermes"}), TURN, ("hermes_rename", {"truth": None, "title": ""})],
+            id="renamed-then-cleared-in-hermes",
+        ),
+        pytest.param(  # a manual edit, then hermes-agent takes the row over: its values stay (documented)
+            "current",
+            [("new_chat", {}), TURN, ("manual_edit", {"truth": None}), STREAMING_TURN],
+            id="manual-edit-then-hermes-agent-takes-over",
         ),
     ],
 )

@@ -456,10 +456,14 @@ def _first_sight(
 
 
 def _later_message(desired: Desired, rec: Record) -> bool:
-    """The chat's newest message is newer than its activity on record (a turn, not an old copy's)."""
-    if rec.active_at is None or desired.last_active_at is None:
-        return True
-    return desired.last_active_at > rec.active_at
+    """The chat's newest message is newer than its activity on record (a turn, not an old copy's).
+
+    A chat without messages (cleared) shows no such turn, whatever its
+    ``updated_at`` (which then stands in for its last activity).
+    """
+    if desired.last_active_at is None or not desired.message_count:
+        return False
+    return rec.active_at is None or desired.last_active_at > rec.active_at
 
 
 def _clamp_time(
