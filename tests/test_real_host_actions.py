@@ -23,6 +23,7 @@ chat D), not repeated here.
 from __future__ import annotations
 
 import math
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,6 +86,17 @@ def calls_at(r: ActionsResult, chat: str, action: str, start_action: str | None 
     """The chat's answered calls up to ``action`` (from ``start_action`` on, when given)."""
     first = r.step(start_action).n_calls[chat] if start_action else 0
     return r.chats[chat].calls[first : r.step(action).n_calls[chat]]
+
+
+def usage_rows(r: ActionsResult) -> bool:
+    """hermes-agent records calls in ``session_model_usage`` (0.19.0 on: the compressor's summary among them)."""
+    if not hermes_writes(r):
+        return False
+    conn = sqlite3.connect(r.world.state_db())
+    try:
+        return conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'session_model_usage'").fetchone() is not None
+    finally:
+        conn.close()
 
 
 def hermes_writes(r: ActionsResult) -> bool:
@@ -584,7 +596,7 @@ def test_hermes_insights_counts_every_chat_once(run: ActionsResult) -> None:
         c.spend(f"{w['key']} ({sid})", r.rows_final.get(sid), w["spend"])
     # The compressor's summary call (HEAD): hermes-agent records it as a usage row of its own
     # (task 'compression'), not in the session's totals; insights counts it, once.
-    aux = spend(r, (r.step("compress").note or {}).get("aux_calls", [])) if hermes_writes(r) else None
+    aux = spend(r, (r.step("compress").note or {}).get("aux_calls", [])) if usage_rows(r) else None
     for column, name in (("input_tokens", "Input tokens"), ("output_tokens", "Output tokens")):
         chats = sum(w["spend"][column] for w in want.values())
         c.eq(name, getattr(ins, column), chats + (aux[column] if aux else 0))

@@ -37,6 +37,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -67,22 +68,28 @@ ANY = object()  # "no expectation" (the WebUI does not know the value)
 # ── shared server runs ────────────────────────────────────────────────────────
 @pytest.fixture(scope="session")
 def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Callable[[Path, str], ScenarioResult]]:
-    """``scenario(host, mode)``: the script's result, run once per host × mode per session."""
-    cache: dict[tuple[Path, str], ScenarioResult | BaseException] = {}
+    """``scenario(host, mode)``: the script's result, run once per host × mode per session.
+
+    The first request for a host starts all its modes, two servers at a
+    time (each in its own world, on its own ports): the runs wait on HTTP
+    and the fake LLM more than they compute, so `make test` waits about
+    half as long for them.
+    """
+    runs: dict[tuple[Path, str], Future[ScenarioResult]] = {}
+    pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="scenario")
 
     def get(src: Path, mode: str) -> ScenarioResult:
-        key = (src, mode)
-        if key not in cache:
-            try:
-                cache[key] = run_scenario(src, mode, tmp_path_factory.mktemp(f"{host_id(src)}-{mode}"))
-            except Exception as exc:  # every test of this run reports it
-                cache[key] = exc
-        value = cache[key]
-        if isinstance(value, BaseException):
-            pytest.fail(f"{host_id(src)}/{mode}: the script did not run: {value!r}", pytrace=False)
-        return value
+        if (src, mode) not in runs:
+            for each in MODES:
+                folder = tmp_path_factory.mktemp(f"{host_id(src)}-{each}")
+                runs[(src, each)] = pool.submit(run_scenario, src, each, folder)
+        try:
+            return runs[(src, mode)].result(timeout=600)
+        except Exception as exc:  # every test of this run reports it
+            pytest.fail(f"{host_id(src)}/{mode}: the script did not run: {exc!r}", pytrace=False)
 
     yield get
+    pool.shutdown(wait=True, cancel_futures=True)
 
 
 @pytest.fixture(params=HOST_PARAMS)
