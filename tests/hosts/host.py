@@ -34,7 +34,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -411,6 +411,24 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def spawn_logged(command: Sequence[str], env: Mapping[str, str], cwd: Path, log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a server process in its own session, its output appended to ``log_path``.
+
+    Its own session: a Ctrl-C in the terminal reaches pytest, which stops the
+    server by PID (and its children with it).
+    """
+    with open(log_path, "ab") as log:  # the child keeps its own descriptor
+        return subprocess.Popen(
+            list(command),
+            env=dict(env),
+            cwd=str(cwd),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+
+
 class HostServer:
     """A running host (launcher subprocess) plus a browser-like HTTP client for it."""
 
@@ -466,19 +484,7 @@ class HostServer:
                 **self.extra_env,
             }
         )
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        try:
-            self.proc = subprocess.Popen(
-                [self.python, str(LAUNCHER), str(self.src)],
-                env=env,
-                cwd=str(self.src),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which stops us by PID
-            )
-        finally:
-            log.close()
+        self.proc = spawn_logged([self.python, str(LAUNCHER), str(self.src)], env, self.src, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:

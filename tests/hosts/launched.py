@@ -37,7 +37,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from .host import HermesWorld, HostServer, free_port
+from .host import HermesWorld, HostServer, free_port, spawn_logged
 
 GUARD_SITE = Path(__file__).with_name("guard_site")
 _SCRIPT = Path(sys.executable).with_name("webui-insights")
@@ -141,19 +141,7 @@ class LaunchedServer(HostServer):
 
     def _start(self, timeout: float) -> LaunchedServer:
         self.port = free_port()
-        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
-        try:
-            self.proc = subprocess.Popen(
-                self.command(),
-                env=self.env(),
-                cwd=str(self.src),
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                start_new_session=True,  # a Ctrl-C in the terminal reaches pytest, which stops us by PID
-            )
-        finally:
-            log.close()
+        self.proc = spawn_logged(self.command(), self.env(), self.src, self.log_path)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             code = self.proc.poll()
