@@ -40,7 +40,6 @@ if TYPE_CHECKING:
     from ..diagnostics import Stats
 
 __all__ = [
-    "BUDGET_S",
     "WRITING_OUTCOMES",
     "DatabaseOutcome",
     "StateDbBatch",
@@ -48,9 +47,6 @@ __all__ = [
     "desired_chats",
     "unreachable",
 ]
-
-# Work per write transaction (why these figures: engine/budget.py).
-BUDGET_S = BATCH_BUDGET_S
 
 # The outcomes where the engine changes the row (for verify: drift).
 WRITING_OUTCOMES = frozenset({"created", "updated", "restored"})
@@ -222,7 +218,7 @@ class StateDbBatch:
                 sync(
                     store,
                     desired_chats(snapshots[start : start + self.chunk], self.transcripts, outcome.notes),
-                    budget_s=TRANSCRIPT_BUDGET_S if self.transcripts else BUDGET_S,
+                    budget_s=TRANSCRIPT_BUDGET_S if self.transcripts else BATCH_BUDGET_S,
                     keep_plans=self.keep_outcomes,
                     write_transcript=self._transcripts,
                     report=report,
