@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from webui_insights.engine.plan import END_REASON, FUTURE_TOLERANCE_S, plan_chat
-from webui_insights.engine.states import Counters, Ledger, Row, Version
+from webui_insights.engine.states import STAMPED_AHEAD, Counters, Ledger, Row, Version
 
 
 def up_to_date(chat):
@@ -215,6 +215,27 @@ def test_missing_version_never_outranks_a_real_one() -> None:
     assert plan_chat(unversioned, row(), applied(real), CONTEXT).outcome == "stale"
 
 
+def test_a_state_stamped_ahead_adds_its_spend_but_not_its_title_nor_its_version() -> None:
+    """A clock far ahead stamped it: the newest state (a turn made then) or an old copy, nothing tells which."""
+    current, known = up_to_date(desired(at=NOW - 10, title="On record", input_tokens=1000))
+    ahead = desired(at=STAMPED_AHEAD, observed=NOW, title="Stamped ahead", input_tokens=1500, message_count=4)
+    plan = plan_chat(ahead, current, known, CONTEXT)
+    assert plan.outcome == "updated"  # not "stale": its turn would be lost
+    assert plan.update["input_tokens"] == 1500 - 200
+    assert plan.title.action != "write"
+    assert plan.record is not None and plan.record["version"] == known.version  # it still orders what follows
+    assert plan_chat(desired(at=NOW - 20, input_tokens=1), current, record(**plan.record), CONTEXT).outcome == "stale"
+
+
+def test_a_state_stamped_ahead_brings_back_a_deleted_chat_it_shows_a_turn_of() -> None:
+    _, known = up_to_date(desired(at=NOW - 10, input_tokens=1000))
+    deleted = known._replace(deleted_at=NOW - 5)
+    ahead = desired(at=STAMPED_AHEAD, observed=NOW, input_tokens=1500, message_count=4, last_active_at=NOW + 6 * 3600)
+    plan = plan_chat(ahead, None, deleted, CONTEXT)
+    assert plan.outcome == "restored"
+    assert plan.insert is not None and plan.insert["input_tokens"] == 1500 - 200
+
+
 @given(
     st.floats(min_value=0, max_value=NOW, allow_nan=False),
     st.floats(min_value=0, max_value=NOW, allow_nan=False),
@@ -359,6 +380,10 @@ def test_a_title_cleared_in_hermes_stays_cleared_but_a_restored_row_is_titled() 
     turn = desired(at=NOW - 1, message_count=4, title="A chat")
     restored = plan_chat(turn, None, known, CONTEXT)
     assert restored.outcome == "restored" and restored.title.action == "write"
+    # Deleted unseen and made anew by someone else (it starts at another time): its empty title was never
+    # cleared by anyone, whatever this layer remembers of the row that was deleted.
+    remade = cleared._replace(started_at=NOW - 5)
+    assert plan_chat(chat, remade, known, CONTEXT).title.action == "write"
 
 
 # ----------------------------------------------------------------- deletions

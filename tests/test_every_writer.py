@@ -114,14 +114,26 @@ def test_totals_that_went_down_in_the_webui_leave_the_spend_for_backfill_and_the
 
 
 def test_a_version_in_the_future_is_counted_and_never_outranks_a_real_one(hermes_home: Path, sessions: Path) -> None:
+    """A state a clock far ahead stamped may be the newest or an old copy: it adds no title, loses no spend."""
     now = time.time()
+    db = hermes_home / "state.db"
     _newer_state_from_another_process(hermes_home, "0000000000cc", now - 60)
+    before = read_row(db, "0000000000cc")
     write_chat(sessions, "0000000000cc", title="From a clock ahead", created_at=now - 3600, updated_at=now + 86400)
-    done = _cli(hermes_home, "backfill", "--json")
-    report = json.loads(done.stdout)
+    report = json.loads(_cli(hermes_home, "backfill", "--json").stdout)
     assert report["notes"]["version_future"] == 1
-    assert report["outcomes"] == {"stale": 1}
-    assert read_row(hermes_home / "state.db", "0000000000cc")["title"] == "Newer title"  # type: ignore[index]
+    row = read_row(db, "0000000000cc")
+    assert before is not None and row is not None
+    assert row["title"] == "Newer title"
+    # Its spend merged figure by figure as the larger: the prompt tokens on record, the file's cache reads.
+    assert (row["input_tokens"] + row["cache_read_tokens"], row["cache_read_tokens"]) == (9000, 25)
+    # The real version on record still orders what comes next: an older real state is stale,
+    write_chat(sessions, "0000000000cc", title="Older", created_at=now - 3600, updated_at=now - 120)
+    assert json.loads(_cli(hermes_home, "backfill", "--json").stdout)["outcomes"] == {"stale": 1}
+    # and a newer one is applied.
+    write_chat(sessions, "0000000000cc", title="Newest", created_at=now - 3600, updated_at=now - 30)
+    assert json.loads(_cli(hermes_home, "backfill", "--json").stdout)["outcomes"] == {"updated": 1}
+    assert read_row(db, "0000000000cc")["title"] == "Newest"  # type: ignore[index]
 
 
 def test_a_state_db_hermes_never_initialised_keeps_its_schema_through_every_path(

@@ -305,6 +305,7 @@ class Truth:
     seen_messages: int | None = None
     last_count: int = 0
     old_files: list[dict[str, Any]] = field(default_factory=list)  # earlier states of its file
+    seen_file: int = -1  # which of them this layer saw last
 
     @property
     def session_id(self) -> str:
@@ -437,6 +438,7 @@ class WorldModel(RuleBasedStateMachine):
             truth.title_seen = s.title
             truth.layer_titled = truth.layer_titled or (truth.row_expected and truth.hermes_title is None)
         truth.last_count = count
+        truth.seen_file = len(truth.old_files) - 1
         truth.tampered = False
         truth.late_copy_may_win = False
         return True
@@ -625,7 +627,10 @@ class WorldModel(RuleBasedStateMachine):
         if read_row(self.db, truth.session_id) is None:
             return
         self.hermes.set_session_title(truth.session_id, f"{title} {truth.number}" if title else "")
-        if title or truth.layer_titled or truth.hermes_title is not None:
+        if not title and truth.seen_messages is None:
+            # A clear on a row this layer never met reads as a row never titled: the WebUI's fills it (documented).
+            truth.hermes_title = truth.bridge_title = None
+        elif title or truth.layer_titled or truth.hermes_title is not None:
             # A rename in hermes, or a clear of a title this layer wrote or one kept as set in hermes: kept.
             truth.hermes_title = (f"{title} {truth.number}" if title else None,)
         else:  # the host's bridge's title (never kept as hermes'), cleared: the WebUI's fills it, if it has one
@@ -691,7 +696,12 @@ class WorldModel(RuleBasedStateMachine):
         folder = Path(TMP.mkdtemp()) / "sessions"
         folder.mkdir()
         (folder / f"{truth.session_id}.json").write_text(json.dumps(truth.old_files[-2]))
+        row_before = read_row(self.db, truth.session_id)
         backfill(scan_sessions(folder), Homes(self.home))
+        if truth.seen_file == len(truth.old_files) - 2 and row_before is not None and truth.old_files[-2]["title"] != "Untitled":
+            # The state this layer saw last: its pass repairs the row as a sweep would, and takes the
+            # title it finds there (the host's bridge's, the same text) as its own.
+            truth.layer_titled = truth.layer_titled or (truth.row_expected and truth.hermes_title is None)
 
     @rule(hours=st.sampled_from([6.0, -6.0, 0.0]))
     def clock_jump(self, hours: float) -> None:
@@ -895,6 +905,26 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
             "current",
             [("new_chat", {}), TURN, ("manual_edit", {"truth": None}), STREAMING_TURN],
             id="manual-edit-then-hermes-agent-takes-over",
+        ),
+        pytest.param(  # a turn saved while the clock ran ahead, then pruned: dropped as stale, never restored
+            "old",
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("edit_or_truncate", {"truth": None, "keep": 0}),
+             ("clock_jump", {"hours": 6.0}), ("host_bridge_while_paused", {"truth": None}), ("clock_jump", {"hours": 0.0}),
+             ("hermes_prune", {}), ("verify_fix", {})],
+            id="a-turn-stamped-ahead-then-pruned",
+        ),
+        pytest.param(  # pruned, then made anew by the host's bridge, cleared in hermes: our old title's memory
+            "old",  # spoke of the pruned row, and kept the bridge's cleared title empty
+            [("new_chat", {}), ("turn", {**TURN[1], "cached": True, "calls": 2, "streaming": True}), ("hermes_prune", {}),
+             ("host_bridge_while_paused", {"truth": None}), ("hermes_rename", {"truth": None, "title": ""}), ("verify_fix", {})],
+            id="pruned-made-anew-by-the-bridge-then-cleared-in-hermes",
+        ),
+        pytest.param(  # the same, with this layer's pass over the bridge's row first: the title is its own then
+            "old",
+            [("new_chat", {}), ("turn", {**TURN[1], "cached": True, "calls": 2, "streaming": True}), ("hermes_prune", {}),
+             ("host_bridge_while_paused", {"truth": None}), ("late_process_with_an_old_copy", {"truth": None}),
+             ("hermes_rename", {"truth": None, "title": ""}), ("verify_fix", {})],
+            id="pruned-made-anew-by-the-bridge-adopted-then-cleared-in-hermes",
         ),
     ],
 )

@@ -15,7 +15,7 @@ from typing import Any
 
 from ..snapshot import UsageSnapshot, earliest_message_time
 from .plan import FUTURE_TOLERANCE_S
-from .states import Desired, Version
+from .states import STAMPED_AHEAD, Desired, Version
 
 __all__ = ["desired_from", "count_tool_calls"]
 
@@ -41,7 +41,7 @@ def desired_from(snapshot: UsageSnapshot, *, now: float, transcripts: bool = Fal
     updated_at = snapshot.updated_at or 0.0
     if updated_at > now + FUTURE_TOLERANCE_S:
         # A clock far ahead would make this state outrank every real later one.
-        updated_at = 0.0
+        updated_at = STAMPED_AHEAD
         notes = (*notes, "version_future")
     messages = snapshot.messages
     tool_calls = snapshot.tool_call_count

@@ -22,7 +22,9 @@ evidence, never from a coincidence:
 3. **Version.** A state older than the one recorded (``Version`` order)
    changes nothing: an old file, a late process, a stale CLI run never
    wins. A recorded version more than ``FUTURE_TOLERANCE_S`` ahead of the
-   clock was stamped by a clock that ran ahead: it orders nothing.
+   clock was stamped by a clock that ran ahead: it orders nothing. A new
+   state stamped that far ahead cannot be placed either (``_unplaced``):
+   it is read unordered, never dropped, and sets no title.
 4. **Spend** (``_account``). The WebUI's figures are cumulative, but they
    are not always spend: what a chat inherited (messages older than the
    chat itself: a duplicate, an import) was spent elsewhere, and figures
@@ -53,7 +55,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from .schema import LAST_ACTIVITY, MODEL_USAGE, TITLE_SOURCE, TITLE_SOURCE_WEBUI
-from .states import ZERO, Counters, Desired, Ledger, Owner, Record, Row, Version, same_state
+from .states import STAMPED_AHEAD, ZERO, Counters, Desired, Ledger, Owner, Record, Row, Version, same_state
 from .titles import TitleDecision, decide_title
 
 if TYPE_CHECKING:
@@ -201,16 +203,20 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
 
     recorded = _trusted_version(rec.version, context, plan.notes)
     same = same_state(rec.digest, desired)
-    if not same and recorded is not None and desired.version <= recorded:
+    unplaced = _unplaced(desired.version, recorded)
+    if not same and recorded is not None and not unplaced and desired.version <= recorded:
         plan.outcome = "stale"
         if "ledger" in changes and rec.ledger_applied is None:
             changes["ledger_applied"] = rec.ledger  # its increments wait for the next state applied
         return _with_record(plan, changes)
 
-    account = _account(desired, rec, ledger, plan.notes, context.now, ordered=recorded is rec.version)
+    ordered = recorded is rec.version and not unplaced
+    account = _account(desired, rec, ledger, plan.notes, context.now, ordered=ordered)
     if not same or rec.digest != desired.digest or recorded is not rec.version:
-        # A new state, one recorded in an earlier release's form, or a version a bad clock stamped.
-        changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
+        # A new state, one recorded in an earlier release's form, or a version a bad clock stamped;
+        # a state without a place in the order leaves the recorded version to order the next ones.
+        version = rec.version if unplaced else desired.version
+        changes.update(version=version, digest=desired.digest, message_count=desired.message_count)
     changes.update(_account_changes(account, rec))
     outcome = _no_row_outcome(owner, row, rec, account, context)
     if outcome is not None:
@@ -218,7 +224,9 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         if outcome == "deleted" and rec.deleted_at is None:
             changes["deleted_at"] = context.now
         return _with_record(plan, changes)
-    _plan_row(plan, desired, rec, owner, account, context, changes)
+    # A state stamped ahead may be an old copy: its spend merges as the larger, its title waits for a save.
+    title = None if unplaced and row is not None else desired.title
+    _plan_row(plan, desired, title, rec, owner, account, context, changes)
     return _with_record(plan, changes)
 
 
@@ -259,6 +267,7 @@ def _no_row_outcome(owner: Owner | None, row: Row | None, rec: Record, account: 
 def _plan_row(
     plan: ChatPlan,
     desired: Desired,
+    webui_title: str | None,
     rec: Record,
     owner: Owner | None,
     account: _Account,
@@ -274,7 +283,7 @@ def _plan_row(
         plan.add = _unrecorded_turns(account.unrecorded)
     memory = _title_memory(rec, row, owner, wanted)
     title = decide_title(
-        desired.title,
+        webui_title,
         row.title if row is not None else None,
         memory,
         context.sanitize_title,
@@ -335,15 +344,17 @@ def _owner(desired: Desired, row: Row | None, rec: Record) -> Owner | None:
 def _title_memory(rec: Record, row: Row | None, owner: Owner | None, wanted: dict[str, Any]) -> tuple[str | None, str | None] | None:
     """What this layer knows it wrote as the row's title, if the row is the one it titled.
 
-    A new row has no title anyone set. A row hermes-agent made anew after a
-    deletion this layer did not see starts at its own first call (which
-    this plan moves back): the memory speaks of the row that was deleted,
-    and its empty title was never cleared by anyone.
+    A new row has no title anyone set. A row someone made anew after a
+    deletion this layer did not see (hermes-agent, at its own first call;
+    the host's bridge, when it first wrote the chat) starts at another time
+    than the chat (which this plan moves back): the memory speaks of the
+    row that was deleted, and an empty title was never cleared by anyone.
     """
     if row is None:
         return None
-    if owner == "hermes" and "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
-        return None
+    remade = "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at)
+    if remade and (owner == "hermes" or not (row.title or "").strip()):
+        return None  # (a title on a mirror row is followed as before: an earlier release may have dated it otherwise)
     return rec.title_memory
 
 
@@ -361,6 +372,18 @@ def _trusted_version(version: Version | None, context: Context, notes: list[str]
         notes.append("version_recorded_future")
         return None
     return version
+
+
+def _unplaced(incoming: Version, recorded: Version | None) -> bool:
+    """A clock far ahead stamped the state, and the record has a version to order by.
+
+    Such a state cannot be placed before or after the one on record: it may be
+    the newest (a turn saved while the clock ran ahead) or an old copy. It is
+    not dropped as stale (its turn would be lost) but read unordered, like a
+    state against a record a bad clock stamped (``_account``'s ``ordered``),
+    and the recorded version keeps ordering the states after it.
+    """
+    return recorded is not None and incoming.updated_at == STAMPED_AHEAD
 
 
 def _inherited(desired: Desired, now: float) -> bool:

@@ -21,6 +21,7 @@ from typing import Any, Literal, NamedTuple
 __all__ = [
     "Owner",
     "Version",
+    "STAMPED_AHEAD",
     "Ledger",
     "Counters",
     "Desired",
@@ -40,8 +41,10 @@ Owner = Literal["mirror", "hermes", "foreign"]
 class Version(NamedTuple):
     """Order of a chat's states: the chat's own clock, then when the state was observed.
 
-    ``updated_at`` is the WebUI's (or an adapter's) last-change time, 0.0
-    when unknown or implausible, so such a state never outranks a real one.
+    ``updated_at`` is the WebUI's (or an adapter's) last-change time: 0.0
+    when unknown, so such a state never outranks a real one; ``STAMPED_AHEAD``
+    when a clock far ahead stamped it, which outranks nothing either but is
+    never dropped as older (the rule cannot place it: ``plan._unplaced``).
     ``observed`` breaks ties between two different states with the same
     ``updated_at`` (the WebUI saves a generated title without moving
     ``updated_at``): the capture time of a live save (taken after the save
@@ -53,6 +56,12 @@ class Version(NamedTuple):
 
     updated_at: float
     observed: float
+
+
+# ``Version.updated_at`` of a state stamped more than ``plan.FUTURE_TOLERANCE_S`` ahead of now: below
+# every real or unknown time, and known for what it is — it may be the newest state (a turn saved while
+# the clock ran ahead) or an old copy, so the rule reads it unordered instead of ordering it.
+STAMPED_AHEAD = -1.0
 
 
 class Ledger(NamedTuple):
