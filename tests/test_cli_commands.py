@@ -17,8 +17,10 @@ from typing import Any
 
 import hermes_state
 import pytest
-from conftest import count_rows, read_row, run_insights, same_time, tamper
-from messy_home import MessyHome, make_messy_home, write_chat
+from support.checks import same_time
+from support.db import count_rows, read_row, tamper
+from support.messy_home import MessyHome, make_messy_home, write_chat
+from support.run_hermes import run_insights
 
 from webui_insights.cli import EXIT_ATTENTION, EXIT_OK, main
 from webui_insights.commands import batch

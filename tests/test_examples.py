@@ -15,10 +15,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import read_row, same_time
 from hosts.fixtures import host_copy, host_import, host_src, host_world  # noqa: F401  (fixtures, by name)
 from hosts.host import session_row
 from hosts.importer import HostImport
+from support.checks import same_time
+from support.db import read_row
 
 import webui_insights
 

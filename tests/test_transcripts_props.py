@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from engine_helpers import desired  # noqa: E402
 from hypothesis import HealthCheck, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
+from support.engine import desired  # noqa: E402
 
 from webui_insights.engine.hermes import hermes_state  # noqa: E402
 from webui_insights.engine.store import StateStore, create_state_db  # noqa: E402

@@ -15,9 +15,9 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import pytest
-from conftest import make_session
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.chats import make_session
 
 import webui_insights
 from webui_insights.hook import installer
