@@ -96,7 +96,6 @@ def test_plain_python_example_runs_as_a_script(tmp_path: Path) -> None:
 
 
 def test_flask_example_chat_endpoint_reaches_state_db(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("flask")
     example = load_example("flask_app")
     client = example.create_app(tmp_path / "store").test_client()
 
@@ -117,7 +116,6 @@ def test_flask_example_chat_endpoint_reaches_state_db(enabled_env: Path, tmp_pat
 
 
 def test_flask_example_rejects_a_bad_request_and_mirrors_nothing(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("flask")
     example = load_example("flask_app")
     client = example.create_app(tmp_path / "store").test_client()
     assert client.post("/chat", json={}).status_code == 400
@@ -128,8 +126,6 @@ def test_flask_example_rejects_a_bad_request_and_mirrors_nothing(enabled_env: Pa
 
 
 def test_fastapi_example_installs_in_lifespan_and_reaches_state_db(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
     example = load_example("fastapi_app")
@@ -155,8 +151,6 @@ def test_fastapi_example_installs_in_lifespan_and_reaches_state_db(enabled_env: 
 
 
 def test_fastapi_example_routes_a_profile_to_its_own_state_db(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
     from webui_insights.engine.store import create_state_db
