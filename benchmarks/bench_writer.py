@@ -6,7 +6,7 @@ the longest write-lock hold, and every chat's row read back from state.db
 (read-only) against the WebUI's totals in hermes' convention.
 
 Locked: a real second process holds ``BEGIN IMMEDIATE`` on state.db for
-10 s (``tests/lockholder.py``) while 200 saves over 20 chats arrive; each
+10 s (``tests/support/lockholder.py``) while 200 saves over 20 chats arrive; each
 save is timed wrapped and unwrapped on the same session object (no I/O),
 their difference is the hook's cost. The lock is released by closing the
 holder's stdin at a known moment; state.db is then polled until every

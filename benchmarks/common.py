@@ -26,7 +26,7 @@ import wrapt
 from .table import Table, render, to_json
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCK_HOLDER = ROOT / "tests" / "lockholder.py"
+LOCK_HOLDER = ROOT / "tests" / "support" / "lockholder.py"
 BENCH_TARGET = "benchmarks.common:BenchSession.save"
 
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 import wrapt
-from conftest import read_row
+from support.db import read_row
 
 import webui_insights
 from webui_insights.engine.states import Ledger

@@ -18,7 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import log_lines, make_session, read_row, same_time, save_turn
+from support.chats import make_session, save_turn
+from support.checks import log_lines, same_time
+from support.db import read_row
 
 import webui_insights
 from webui_insights import snapshot as snapshot_module

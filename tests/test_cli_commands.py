@@ -17,8 +17,10 @@ from typing import Any
 
 import hermes_state
 import pytest
-from conftest import count_rows, read_row, run_insights, same_time, tamper
-from messy_home import MessyHome, make_messy_home, write_chat
+from support.checks import same_time
+from support.db import count_rows, read_row, tamper
+from support.messy_home import MessyHome, make_messy_home, write_chat
+from support.run_hermes import run_insights
 
 from webui_insights.cli import EXIT_ATTENTION, EXIT_OK, main
 from webui_insights.commands import batch
@@ -293,8 +295,9 @@ def test_the_writer_is_ready_before_the_first_part_arrives(
 def test_getting_ready_without_hermes_agent_is_left_to_opening(hermes_home: Path, mocker: Any) -> None:
     from webui_insights.engine.hermes import HermesStateUnavailable
 
-    mocker.patch.object(batch, "hermes_state", side_effect=HermesStateUnavailable("not installed"))
+    importing = mocker.patch.object(batch, "hermes_state", side_effect=HermesStateUnavailable("not installed"))
     batch.BatchWriter(Homes(hermes_home)).get_ready()  # no exception: opening a state.db says it
+    assert importing.call_count == 1  # it did try to import hermes-agent early
 
 
 def _rows(db: Path) -> list[tuple[Any, ...]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from messy_home import child_pids, write_chat
+from support.messy_home import child_pids, write_chat
 
 from webui_insights.engine.store import create_state_db
 

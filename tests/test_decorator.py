@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_row, same_time
+from support.checks import same_time
+from support.db import read_row
 
 import webui_insights
 from webui_insights import UsageSnapshot

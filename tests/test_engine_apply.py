@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import NOW, desired
+from support.engine import NOW, desired
 
 from webui_insights.engine.apply import ApplyResult, TranscriptBudget, apply_plans
 from webui_insights.engine.hermes import hermes_state

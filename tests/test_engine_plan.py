@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from engine_helpers import CONTEXT, NOW, Applied, desired, ledger, record, row
 from hypothesis import given
 from hypothesis import strategies as st
+from support.engine import CONTEXT, NOW, Applied, desired, ledger, record, row
 
 from webui_insights.engine.plan import END_REASON, FUTURE_TOLERANCE_S, plan_chat
 from webui_insights.engine.states import STAMPED_AHEAD, Counters, Ledger, Row, Version

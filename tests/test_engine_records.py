@@ -7,8 +7,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_row, tamper
-from engine_helpers import desired, run
+from support.db import read_row, tamper
+from support.engine import desired, run
 
 from webui_insights.engine.records import FORMAT, TABLE, ensure_table, read_records, write_records
 from webui_insights.engine.states import Counters, Ledger, Record, Version

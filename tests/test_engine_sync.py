@@ -7,8 +7,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_row, same_time, tamper
-from engine_helpers import desired, run
+from support.checks import same_time
+from support.db import read_row, tamper
+from support.engine import desired, run
 
 from webui_insights.engine.hermes import hermes_state
 from webui_insights.engine.plan import END_REASON

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_row
-from messy_home import write_chat
+from support.db import read_row
+from support.messy_home import write_chat
 
 import webui_insights
 from webui_insights.cli import main
@@ -59,7 +59,7 @@ def _newer_state_from_another_process(home: Path, session_id: str, at: float) ->
     _another_process(
         home,
         "import time; from pathlib import Path\n"
-        "from engine_helpers import desired, run\n"
+        "from support.engine import desired, run\n"
         f"run(Path({str(home / 'state.db')!r}), desired({session_id!r}, at={at!r}, created_at={at - 3600!r},"
         " title='Newer title', input_tokens=9000, cache_read_tokens=0, message_count=8))\n",
     )
@@ -87,7 +87,7 @@ def test_a_stale_session_file_loses_against_a_newer_state_on_every_path(hermes_h
     _another_process(  # a second WebUI process saving the old state it still has in memory
         hermes_home,
         "import time; from pathlib import Path\n"
-        "from engine_helpers import desired, run\n"
+        "from support.engine import desired, run\n"
         f"run(Path({str(db)!r}), desired('0000000000aa', at={now - 600!r}, title='Older title', input_tokens=1))\n",
     )
     newer_kept()
@@ -235,7 +235,7 @@ def test_title_rules_hold_across_processes(hermes_home: Path, sessions: Path) ->
     for step, title in enumerate(("First title", "Second title")):
         _another_process(
             hermes_home,
-            "from pathlib import Path\nfrom engine_helpers import desired, run\n"
+            "from pathlib import Path\nfrom support.engine import desired, run\n"
             f"run(Path({str(db)!r}), desired('0000000001aa', at={start + step!r}, title={title!r}))\n",
         )
     assert read_row(db, "0000000001aa")["title"] == "Second title"  # type: ignore[index]
@@ -250,7 +250,7 @@ def test_title_rules_hold_across_processes(hermes_home: Path, sessions: Path) ->
     )
     _another_process(
         hermes_home,
-        "from pathlib import Path\nfrom engine_helpers import desired, run\n"
+        "from pathlib import Path\nfrom support.engine import desired, run\n"
         f"run(Path({str(db)!r}), desired('0000000001aa', at={start + 5!r}, title='Third title', input_tokens=5000))\n",
     )
     row = read_row(db, "0000000001aa")

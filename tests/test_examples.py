@@ -15,10 +15,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import read_row, same_time
 from hosts.fixtures import host_copy, host_import, host_src, host_world  # noqa: F401  (fixtures, by name)
 from hosts.host import session_row
 from hosts.importer import HostImport
+from support.checks import same_time
+from support.db import read_row
 
 import webui_insights
 
@@ -95,7 +96,6 @@ def test_plain_python_example_runs_as_a_script(tmp_path: Path) -> None:
 
 
 def test_flask_example_chat_endpoint_reaches_state_db(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("flask")
     example = load_example("flask_app")
     client = example.create_app(tmp_path / "store").test_client()
 
@@ -116,7 +116,6 @@ def test_flask_example_chat_endpoint_reaches_state_db(enabled_env: Path, tmp_pat
 
 
 def test_flask_example_rejects_a_bad_request_and_mirrors_nothing(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("flask")
     example = load_example("flask_app")
     client = example.create_app(tmp_path / "store").test_client()
     assert client.post("/chat", json={}).status_code == 400
@@ -127,8 +126,6 @@ def test_flask_example_rejects_a_bad_request_and_mirrors_nothing(enabled_env: Pa
 
 
 def test_fastapi_example_installs_in_lifespan_and_reaches_state_db(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
     example = load_example("fastapi_app")
@@ -154,8 +151,6 @@ def test_fastapi_example_installs_in_lifespan_and_reaches_state_db(enabled_env: 
 
 
 def test_fastapi_example_routes_a_profile_to_its_own_state_db(enabled_env: Path, tmp_path: Path) -> None:
-    pytest.importorskip("fastapi")
-    pytest.importorskip("httpx")
     from fastapi.testclient import TestClient
 
     from webui_insights.engine.store import create_state_db

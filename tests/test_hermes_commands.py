@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import read_row
-from engine_helpers import desired, run
-from run_hermes import hermes
+from support.db import read_row
+from support.engine import desired, run
+from support.run_hermes import hermes
 
 from webui_insights.engine.records import TABLE
 from webui_insights.engine.store import create_state_db
@@ -112,7 +112,7 @@ def test_a_state_db_made_by_the_oldest_release_migrates_with_our_table(tmp_path:
     home.mkdir()
     script = (
         "import sys, time; from pathlib import Path; sys.path.insert(0, sys.argv[2])\n"
-        "from engine_helpers import desired, run\n"
+        "from support.engine import desired, run\n"
         "from webui_insights.engine.store import create_state_db\n"
         "db = Path(sys.argv[1]); create_state_db(db)\n"
         "now = time.time()\n"

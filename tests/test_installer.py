@@ -13,7 +13,9 @@ from typing import Any
 
 import pytest
 import wrapt
-from conftest import log_lines, make_session, read_row, save_turn, wait_for
+from support.chats import make_session, save_turn
+from support.checks import log_lines, wait_for
+from support.db import read_row
 
 import webui_insights
 from webui_insights import sweep as sweep_module

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_row
+from support.db import read_row
 
 import webui_insights
 from webui_insights import launcher, settings

@@ -158,8 +158,12 @@ def test_any_cost_is_either_a_finite_non_negative_float_or_refused_as_bad_cost(c
         value = build_snapshot("abcdefabcdef", estimated_cost_usd=cost).estimated_cost_usd
     except InvalidSnapshot as exc:
         assert exc.reason == "bad_cost"
-    else:
-        assert value is None or (type(value) is float and math.isfinite(value) and 0 <= value < 1e12)
+    else:  # kept as the number it is (no cost only for no cost), never silently dropped
+        if cost is None:
+            assert value is None
+        else:
+            assert type(value) is float and math.isfinite(value) and 0 <= value < 1e12, (cost, value)
+            assert value == float(Decimal(cost.strip()) if isinstance(cost, str) else cost), (cost, value)
 
 
 def test_integral_floats_and_none_counts_are_accepted() -> None:

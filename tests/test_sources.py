@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import same_time
-from messy_home import child_pids, make_messy_home, write_chat
+from support.checks import same_time
+from support.messy_home import child_pids, make_messy_home, write_chat
 
 from webui_insights.demo_host import DemoSession
 from webui_insights.hook.adapter import webui_session_adapter

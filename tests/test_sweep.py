@@ -10,7 +10,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import in_forked_child, read_row, tamper, wait_for
+from support.checks import wait_for
+from support.db import read_row, tamper
+from support.forks import in_forked_child
 
 import webui_insights
 from webui_insights import sweep as sweep_module

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from engine_helpers import desired, record, row
+from support.engine import desired, record, row
 
 from webui_insights.engine.plan import ChatPlan
 from webui_insights.engine.transcripts import StoredMessages, chain_end, plan_transcript, to_row

@@ -25,8 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import tamper
-from engine_helpers import desired
+from support.db import tamper
+from support.engine import desired
+from support.run_hermes import run_insights
 
 import webui_insights
 from webui_insights.demo_host import DemoSession
@@ -392,8 +393,6 @@ def test_hermes_session_search_finds_a_word_said_only_in_the_webui(driver: Drive
 
 
 def test_real_insights_counts_the_user_messages_and_the_tool(driver: Driver, chat: Chat, hermes_home: Path) -> None:
-    from conftest import run_insights
-
     ten_messages(chat)
     driver.save(chat)
     report = run_insights(hermes_home, days=1)

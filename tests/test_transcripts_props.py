@@ -16,17 +16,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from support.engine import desired
 
-hypothesis = pytest.importorskip("hypothesis")
-from engine_helpers import desired  # noqa: E402
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from webui_insights.engine.hermes import hermes_state  # noqa: E402
-from webui_insights.engine.store import StateStore, create_state_db  # noqa: E402
-from webui_insights.engine.sync import sync  # noqa: E402
-from webui_insights.engine.transcripts import TranscriptWriter, to_row  # noqa: E402
+from webui_insights.engine.hermes import hermes_state
+from webui_insights.engine.store import StateStore, create_state_db
+from webui_insights.engine.sync import sync
+from webui_insights.engine.transcripts import TranscriptWriter, to_row
 
 EXAMPLES = int(os.environ.get("WEBUI_INSIGHTS_HYPOTHESIS_EXAMPLES", "40"))
 SID = "c0ffee00a001"

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import desired, run
+from support.engine import desired, run
 
 from webui_insights.engine.hermes import Capabilities
 from webui_insights.engine.schema import LAST_ACTIVITY, MODEL_USAGE, TITLE_SOURCE, probe

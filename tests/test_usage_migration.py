@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from engine_helpers import desired, run
-from run_hermes import hermes
+from support.engine import desired, run
+from support.run_hermes import hermes
 
 from webui_insights.engine.hermes import hermes_state
 from webui_insights.engine.schema import MODEL_USAGE, probe
@@ -64,7 +64,7 @@ import sys, time
 from pathlib import Path
 from typing import Any
 sys.path.insert(0, sys.argv[2])
-from engine_helpers import desired, run
+from support.engine import desired, run
 from webui_insights.engine.store import StateStore, create_state_db
 db = Path(sys.argv[1]); create_state_db(db)
 now = {NOW!r}

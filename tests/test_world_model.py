@@ -56,7 +56,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import read_row
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -67,6 +66,7 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
+from support.db import read_row
 
 import webui_insights
 from webui_insights.commands.backfill import backfill

@@ -16,16 +16,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import (
-    INTERNAL_LOCK_NAMES,
-    in_forked_child,
-    internal_locks,
-    log_lines,
-    make_session,
-    read_row,
-    save_turn,
-    wait_for,
-)
+from support.chats import make_session, save_turn
+from support.checks import log_lines, wait_for
+from support.db import read_row
+from support.forks import INTERNAL_LOCK_NAMES, in_forked_child, internal_locks
 
 import webui_insights
 from webui_insights import forksafe

@@ -52,9 +52,10 @@ from typing import Any
 from unittest import mock
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # tests/: conftest's LockHolder and fork helper
+sys.path.insert(0, str(HERE.parent))  # tests/, for support (run as a script too)
 
-from conftest import INTERNAL_LOCK_NAMES, LockHolder, in_forked_child, internal_locks  # noqa: E402
+from support.forks import INTERNAL_LOCK_NAMES, in_forked_child, internal_locks  # noqa: E402
+from support.lockholder import LockHolder  # noqa: E402
 
 from webui_insights import forksafe  # noqa: E402
 from webui_insights import sweep as sweep_module  # noqa: E402

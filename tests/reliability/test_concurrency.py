@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 import scenarios
-from conftest import make_session
+from support.chats import make_session
 
 import webui_insights
 

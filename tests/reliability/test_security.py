@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import make_session, read_row
+from support.chats import make_session
+from support.db import read_row
 
 import webui_insights
 from webui_insights.engine import hermes

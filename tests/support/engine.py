@@ -1,4 +1,4 @@
-"""Builders for the engine's values, shared by the engine tests."""
+"""Builders for the sync engine's values (chats, rows, records, one sync run), shared by the engine tests."""
 
 from __future__ import annotations
 
