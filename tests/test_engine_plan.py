@@ -380,6 +380,10 @@ def test_a_title_cleared_in_hermes_stays_cleared_but_a_restored_row_is_titled() 
     turn = desired(at=NOW - 1, message_count=4, title="A chat")
     restored = plan_chat(turn, None, known, CONTEXT)
     assert restored.outcome == "restored" and restored.title.action == "write"
+    # Back without a title (the chat was cleared): the memory of the deleted row's title goes with it,
+    # so a later WebUI title fills the restored row instead of being taken for one cleared in hermes.
+    untitled = plan_chat(turn._replace(title=None), None, known, CONTEXT)
+    assert untitled.record is not None and untitled.record["title_written"] is None
     # Deleted unseen and made anew by someone else (it starts at another time): its empty title was never
     # cleared by anyone, whatever this layer remembers of the row that was deleted.
     remade = cleared._replace(started_at=NOW - 5)

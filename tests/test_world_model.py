@@ -926,6 +926,13 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("hermes_rename", {"truth": None, "title": ""}), ("verify_fix", {})],
             id="pruned-made-anew-by-the-bridge-adopted-then-cleared-in-hermes",
         ),
+        pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
+            "old",  # next WebUI title read as cleared in hermes
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("run_backfill", {}),
+             ("host_bridge_while_paused", {"truth": None}), ("hermes_prune", {}), ("clear", {"truth": None}),
+             ("rename", {"truth": None, "title": "Renamed"})],
+            id="restored-untitled-then-renamed",
+        ),
     ],
 )
 def test_a_history_the_model_found(world_dirs: Path, host: str, script: list[tuple[str, dict[str, Any]]]) -> None:

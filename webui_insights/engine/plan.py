@@ -300,6 +300,9 @@ def _plan_row(
             changes["owner"] = owner
         if rec.deleted_at is not None:
             changes["deleted_at"] = None
+        if rec.title_memory is not None:
+            # What it wrote went with the deleted row; a title written now is remembered by ``apply``.
+            changes.update(title_base=None, title_written=None)
     else:
         plan.update = {c: v for c, v in wanted.items() if not _same(c, v, getattr(row, c))}
     if context.columns:
