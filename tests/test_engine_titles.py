@@ -52,6 +52,23 @@ def test_title_set_by_someone_else_before_us_is_kept() -> None:
     assert decide("WebUI name", "hermes title", None).action == "kept"
 
 
+MET_IN_HERMES = (None, "hermes title")  # the memory of a title set in hermes that this layer met and kept
+
+
+@pytest.mark.parametrize(
+    ("webui", "row", "action"),
+    [
+        ("WebUI name", "hermes title", "kept"),  # still there: kept, not taken for this layer's own
+        ("WebUI rename", "hermes title", "kept"),  # a WebUI rename does not replace it
+        ("WebUI name", None, "kept"),  # cleared there afterwards: a clear, not a row never titled
+        ("WebUI name", "", "kept"),
+        ("hermes title", "hermes title", "adopt"),  # the WebUI renamed the chat to it: the same title now
+    ],
+)
+def test_a_title_met_as_set_in_hermes_is_remembered_as_not_ours(webui: str, row: str | None, action: str) -> None:
+    assert decide(webui, row, MET_IN_HERMES).action == action
+
+
 def test_our_collision_name_is_in_sync() -> None:
     assert decide("Plan", "Plan (WebUI)", ("Plan", "Plan (WebUI)")).action == "none"
     assert decide("Plan", "Plan (WebUI 3)", ("Plan", "Plan (WebUI 3)")).action == "none"

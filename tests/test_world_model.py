@@ -926,6 +926,13 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("hermes_rename", {"truth": None, "title": ""}), ("verify_fix", {})],
             id="pruned-made-anew-by-the-bridge-adopted-then-cleared-in-hermes",
         ),
+        pytest.param(  # renamed in hermes before this layer met the chat, then cleared there: filled again
+            "old",
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}),
+             ("hermes_rename", {"truth": None, "title": "From hermes"}), ("run_backfill", {}),
+             ("hermes_rename", {"truth": None, "title": ""}), ("run_backfill", {})],
+            id="a-hermes-title-met-then-cleared-in-hermes",
+        ),
         pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
             "old",  # next WebUI title read as cleared in hermes
             [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("run_backfill", {}),

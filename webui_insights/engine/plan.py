@@ -311,6 +311,8 @@ def _plan_row(
         plan.outcome = "updated"
     if title.action == "adopt" and rec.title_memory != (title.base, row.title if row else None):
         changes.update(title_base=title.base, title_written=row.title if row else None)
+    elif title.action == "kept" and memory is None and row is not None and row.title and row.title.strip():
+        changes.update(title_base=None, title_written=row.title)  # met, set in hermes (``decide_title``)
 
 
 def _owner(desired: Desired, row: Row | None, rec: Record) -> Owner | None:
@@ -568,7 +570,8 @@ def _newer_schema(
     title = plan.title
     if TITLE_SOURCE in columns and (
         title.action in ("write", "adopt")
-        or (row is not None and row.title is not None and memory is not None and row.title == memory[1])
+        or (row is not None and row.title is not None and memory is not None and memory[0] is not None
+            and row.title == memory[1])
     ):
         if plan.insert is not None:
             plan.insert[TITLE_SOURCE] = TITLE_SOURCE_WEBUI

@@ -134,7 +134,12 @@ def decide_title(
     sanitize: Sanitize,
     max_length: int,
 ) -> TitleDecision:
-    """The title rule. ``memory`` is (base, written) of what this layer last wrote for the chat."""
+    """The title rule. ``memory`` is (base, written) of what this layer last wrote for the chat.
+
+    Or (None, title): a title set in hermes that this layer met on the row
+    and kept — remembered so that clearing it there reads as a clear, not
+    as a row never titled.
+    """
     clean, problem = hermes_form(webui_title, sanitize, max_length)
     if problem is not None:
         return TitleDecision("refused", reason=problem)
@@ -143,9 +148,9 @@ def decide_title(
     base, written = memory if memory is not None else (None, None)
     if row_title is None or not row_title.strip():
         # Empty: never titled, or cleared in hermes (``hermes sessions rename ID ""``)
-        # after this layer wrote one — a rename made in hermes like any other.
+        # after this layer wrote or met one — a rename made in hermes like any other.
         return KEPT if written is not None else TitleDecision("write", clean)
-    if written is not None and row_title == written:
+    if base is not None and written is not None and row_title == written:
         if base == clean and not _is_legacy_lineage(written, clean):
             return NOTHING
         return TitleDecision("write", clean)  # a WebUI rename, or a lineage name to retire
