@@ -306,6 +306,11 @@ class Truth:
     last_count: int = 0
     old_files: list[dict[str, Any]] = field(default_factory=list)  # earlier states of its file
     seen_file: int = -1  # which of them this layer saw last
+    # Saved while the clock was set back, and not seen by this layer while it still was: once the clock is
+    # right, that state reads as older than the one on record, like an old copy (nothing tells them apart),
+    # so its turn waits for the chat's next save (documented): until then the row is a bound.
+    saved_behind_unseen: bool = False
+    behind_pending: bool = False
 
     @property
     def session_id(self) -> str:
@@ -401,6 +406,8 @@ class WorldModel(RuleBasedStateMachine):
         truth.old_files.append(json.loads((self.webui / "sessions" / f"{truth.session_id}.json").read_text()))
         if self.clock.offset:
             truth.odd_clock = True
+        if self.clock.offset < 0:
+            truth.saved_behind_unseen = True
         s = truth.session
         key = (s.title, s.model, s.input_tokens, s.output_tokens, s.estimated_cost, len(s.messages))
         if self.enabled and (key != truth.captured or hook_counted):
@@ -439,6 +446,10 @@ class WorldModel(RuleBasedStateMachine):
             truth.layer_titled = truth.layer_titled or (truth.row_expected and truth.hermes_title is None)
         truth.last_count = count
         truth.seen_file = len(truth.old_files) - 1
+        if self.clock.offset < 0 or live:
+            truth.saved_behind_unseen = truth.behind_pending = False  # read unordered, or a newer state
+        elif truth.saved_behind_unseen:
+            truth.behind_pending = True
         truth.tampered = False
         truth.late_copy_may_win = False
         return True
@@ -689,8 +700,11 @@ class WorldModel(RuleBasedStateMachine):
         """Another process applies an earlier state of the chat, late (backfill from an old folder)."""
         if len(truth.old_files) < 2 or truth.odd_clock or self.clock.offset:
             # While a recorded version cannot be trusted (a clock ahead stamped it, or the clock is set back
-            # now), an old copy may be applied: its title may win until the chat's next save (documented).
+            # now), an old copy may be applied: its title may win until the chat's next save (documented),
+            # and messages removed since it read as seen: added back, they count once (documented).
             truth.late_copy_may_win = True
+            if len(truth.old_files) >= 2 and len(truth.old_files[-2].get("messages") or []) > len(truth.session.messages):
+                truth.count_unordered = True
             if len(truth.old_files) < 2:
                 return
         folder = Path(TMP.mkdtemp()) / "sessions"
@@ -762,11 +776,13 @@ class WorldModel(RuleBasedStateMachine):
         if truth.deleted or not truth.row_expected or truth.seen_messages is None:
             assert row is None, f"{sid}: a row that should not be there: {row}"
             return
+        if row is None and truth.behind_pending:
+            return  # deleted before the turn stamped behind, which waits for the chat's next save
         assert row is not None, f"{sid}: no row"
         assert row["source"] == "webui"
         if truth.others_values:
             pass  # hermes-agent's row with someone else's values in it: its business (documented)
-        elif truth.usage_unknown or truth.mixed_counts or self._counted_apart(truth):
+        elif truth.usage_unknown or truth.mixed_counts or truth.behind_pending or self._counted_apart(truth):
             # What it can tell is bounded: never more than every turn, counted in full (never twice).
             full = truth.spent(in_full=True)
             assert (row["estimated_cost_usd"] or 0.0) <= full.pop("cost") + 1e-9, sid
@@ -932,6 +948,20 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("hermes_rename", {"truth": None, "title": "From hermes"}), ("run_backfill", {}),
              ("hermes_rename", {"truth": None, "title": ""}), ("run_backfill", {})],
             id="a-hermes-title-met-then-cleared-in-hermes",
+        ),
+        pytest.param(  # an old copy read while the clock is set back: its message, stamped before, read as a turn
+            "old",  # and brought the deleted chat back
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("run_backfill", {}),
+             ("clock_jump", {"hours": -6.0}), ("turn", {**TURN[1], "cached": True, "calls": 2, "streaming": True}),
+             ("hermes_delete", {"truth": None}), ("late_process_with_an_old_copy", {"truth": None})],
+            id="deleted-then-an-old-copy-while-the-clock-is-set-back",
+        ),
+        pytest.param(  # a turn saved while the clock was set back, read after it ran ahead (a bound until next save)
+            "old",
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("edit_or_truncate", {"truth": None, "keep": 0}),
+             ("clock_jump", {"hours": -6.0}), ("host_bridge_while_paused", {"truth": None}), ("clock_jump", {"hours": 6.0}),
+             ("hermes_prune", {}), ("run_backfill", {}), TURN],
+            id="a-turn-stamped-behind-read-after-the-clock-ran-ahead",
         ),
         pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
             "old",  # next WebUI title read as cleared in hermes

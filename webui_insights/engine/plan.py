@@ -203,7 +203,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
 
     recorded = _trusted_version(rec.version, context, plan.notes)
     same = same_state(rec.digest, desired)
-    unplaced = _unplaced(desired.version, recorded)
+    unplaced = _unplaced(desired.version, rec.version)
     if not same and recorded is not None and not unplaced and desired.version <= recorded:
         plan.outcome = "stale"
         if "ledger" in changes and rec.ledger_applied is None:
@@ -211,7 +211,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         return _with_record(plan, changes)
 
     ordered = recorded is rec.version and not unplaced
-    account = _account(desired, rec, ledger, plan.notes, context.now, ordered=ordered)
+    account = _account(desired, rec, ledger, plan.notes, context.now, ordered=ordered, stamped_ahead=unplaced)
     if not same or rec.digest != desired.digest or recorded is not rec.version:
         # A new state, one recorded in an earlier release's form, or a version a bad clock stamped;
         # a state without a place in the order leaves the recorded version to order the next ones.
@@ -380,13 +380,14 @@ def _trusted_version(version: Version | None, context: Context, notes: list[str]
 
 
 def _unplaced(incoming: Version, recorded: Version | None) -> bool:
-    """A clock far ahead stamped the state, and the record has a version to order by.
+    """A clock far ahead stamped the state, and the record has a version (trusted now or not).
 
     Such a state cannot be placed before or after the one on record: it may be
-    the newest (a turn saved while the clock ran ahead) or an old copy. It is
-    not dropped as stale (its turn would be lost) but read unordered, like a
-    state against a record a bad clock stamped (``_account``'s ``ordered``),
-    and the recorded version keeps ordering the states after it.
+    the newest (a turn saved while the clock ran ahead) or an old copy (one
+    saved before the clock was set back). It is not dropped as stale (its
+    turn would be lost) but read unordered, like a state against a record a
+    bad clock stamped (``_account``'s ``ordered``), and never takes the
+    recorded version's place: that keeps ordering the states after it.
     """
     return recorded is not None and incoming.updated_at == STAMPED_AHEAD
 
@@ -409,7 +410,7 @@ def _inherited(desired: Desired, now: float) -> bool:
 
 
 def _account(
-    desired: Desired, rec: Record, ledger: Ledger, notes: list[str], now: float, *, ordered: bool = True
+    desired: Desired, rec: Record, ledger: Ledger, notes: list[str], now: float, *, ordered: bool, stamped_ahead: bool
 ) -> _Account:
     """The chat's spend after this state, and whether the state shows activity.
 
@@ -428,7 +429,8 @@ def _account(
     ``ordered`` is False while the recorded version cannot be trusted (a
     clock ran ahead): the state may then be an older one, so figures that
     went down are not taken for a fresh start — growing back to where they
-    were would count it again.
+    were would count it again. A state ``stamped_ahead`` (``_unplaced``) has
+    its messages stamped by the same clock: a later message proves nothing.
     """
     figures = Counters.of(desired)
     counted = any(ledger)  # most chats: the agent hook never reported any
@@ -442,7 +444,8 @@ def _account(
         step = figures.growth(seen)
         # While the recorded version orders nothing (a clock was set back), this state may be an
         # older copy: more messages than last seen prove no turn then, spend or a later message does.
-        activity = any(step) if ordered else news or step.spends() or _later_message(desired, rec)
+        later = not stamped_ahead and _later_message(desired, rec)
+        activity = any(step) if ordered else news or step.spends() or later
         previous = rec.growth_total or ZERO
         grown = previous.plus(step) if activity else previous
         same_state = desired.digest == rec.digest
