@@ -7,6 +7,7 @@ never add a logging handler, and keep working in a child the host forks.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -174,6 +175,25 @@ def test_counters_add_up_every_increment_and_only_increments(calls: list[tuple[s
 
 def test_an_unknown_counter_reads_zero() -> None:
     assert Stats().get("never.counted") == 0
+
+
+class CountWithoutPickling(itertools.count):  # type: ignore[misc]
+    """``itertools.count`` as Python 3.14 has it: its pickle support (deprecated since 3.12) is gone."""
+
+    def __reduce__(self) -> Any:
+        raise TypeError("cannot pickle 'count' object")
+
+
+def test_counters_are_read_without_itertools_pickle_support(monkeypatch: pytest.MonkeyPatch) -> None:
+    """hermes-webui runs upstream hermes-agent, which needs Python 3.14: stats() must work there."""
+    monkeypatch.setattr(itertools, "count", CountWithoutPickling)
+    stats = Stats()
+    stats.incr("saves_seen", 3)
+    stats.skip("blank")
+    assert stats.get("saves_seen") == 3
+    assert stats.get("saves_seen") == 3
+    result = stats.as_dict()
+    assert (result["saves_seen"], result["skipped"]["blank"]) == (3, 1)
 
 
 def test_counters_are_exact_under_threads() -> None:
