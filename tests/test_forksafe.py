@@ -190,24 +190,24 @@ def test_importing_the_module_starts_no_thread() -> None:
 
 def test_a_fork_waits_until_our_thread_has_left_sqlite() -> None:
     """A child forked mid-call inherits SQLite's mutexes held: its first SQLite call could hang."""
-    with Section(linger=0.2) as section:
-        section.leave.set()  # it leaves 0.2 s from now; the fork is asked for at once
+    with Section(linger=0.1) as section:
+        section.leave.set()  # it leaves 0.1 s from now; the fork is asked for at once
         seen_in_child, _ = fork(lambda: section.left)
     assert seen_in_child is True
 
 
 def test_a_fork_waits_no_longer_than_its_budget(fork_wait: Callable[[float], None]) -> None:
     """A thread stuck in SQLite (a 1 s busy wait, a bug) must not hang the host's fork."""
-    fork_wait(0.3)
+    fork_wait(0.15)
     with Section():
         result, forked_in = fork(lambda: "forked")
     assert result == "forked"
-    assert 0.25 <= forked_in < 2.0
+    assert 0.1 <= forked_in < 2.0
 
 
 def test_the_child_of_a_fork_past_its_budget_can_use_sqlite_sections(fork_wait: Callable[[float], None]) -> None:
     """The thread that was inside does not exist in the child: its section must not block the child's own."""
-    fork_wait(0.2)
+    fork_wait(0.1)
 
     def child() -> str:
         with forksafe.sqlite_section():  # the worker's first write, on its main thread
@@ -219,7 +219,7 @@ def test_the_child_of_a_fork_past_its_budget_can_use_sqlite_sections(fork_wait: 
 
 
 def test_after_a_fork_the_parents_threads_enter_sections_again(fork_wait: Callable[[float], None]) -> None:
-    fork_wait(0.2)
+    fork_wait(0.1)
     with Section():
         fork(lambda: None)
         done = threading.Event()
