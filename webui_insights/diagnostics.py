@@ -169,8 +169,12 @@ class Stats:
 
     def get(self, name: str) -> int:
         counter = self._counters.get(name)
-        # count.__reduce__() is (count, (next_value,)): read without advancing.
-        return int(counter.__reduce__()[1][0]) if counter is not None else 0
+        if counter is None:
+            return 0
+        # repr(count) is "count(next_value)": read without advancing. (count.__reduce__,
+        # the other way, is deprecated since Python 3.12 and gone in 3.14.)
+        text = repr(counter)
+        return int(text[text.index("(") + 1 : -1])
 
     def group(self, prefix: str, known: tuple[str, ...] = ()) -> dict[str, int]:
         """Counters named ``prefix + name``, the ``known`` names always present."""
