@@ -18,7 +18,8 @@ __all__ = ["LIVE_BUDGET_S", "BATCH_BUDGET_S", "TRANSCRIPT_BUDGET_S"]
 
 # The live writer (``WriterConfig.transaction_budget_s``): it runs while the
 # host's own writers are busy, and the messages a chat carries make a step
-# long, so it leaves the most room.
+# long, so it leaves more room than the row-only commands (less than the
+# transcript copy, whose single inserts can run far longer).
 LIVE_BUDGET_S = 0.02
 
 # The engine's default, and the commands (backfill, reconcile) writing rows only:
