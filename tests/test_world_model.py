@@ -963,6 +963,28 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("hermes_prune", {}), ("run_backfill", {}), TURN],
             id="a-turn-stamped-behind-read-after-the-clock-ran-ahead",
         ),
+        pytest.param(  # an old copy read twice after the clock ran ahead and back: the second read took its
+            "old",  # figures for a fresh start, and the newest state (stamped ahead) counted its turn again
+            [("new_chat", {}), ("turn", {**TURN[1], "calls": 2, "streaming": True}), ("clock_jump", {"hours": 6.0}),
+             STREAMING_TURN, ("clock_jump", {"hours": 0.0}), ("late_process_with_an_old_copy", {"truth": None}),
+             ("late_process_with_an_old_copy", {"truth": None}), ("sweep", {})],
+            id="an-old-copy-read-twice-after-the-clock-ran-ahead",
+        ),
+        pytest.param(  # an old copy stamped ahead took the record's digest: the current state read as stale,
+            "old",  # and a manual edit was never repaired
+            [("new_chat", {}), ("turn", {**TURN[1], "cached": True, "calls": 2, "streaming": True}),
+             ("clock_jump", {"hours": 6.0}), STREAMING_TURN, ("clock_jump", {"hours": 0.0}),
+             ("edit_or_truncate", {"truth": None, "keep": 1}), ("late_process_with_an_old_copy", {"truth": None}),
+             ("manual_edit", {"truth": None}), ("sweep", {})],
+            id="an-old-copy-stamped-ahead-then-a-manual-edit",
+        ),
+        pytest.param(  # renamed while the clock ran ahead, an old copy after it was set right: the sweep
+            "old",  # must bring the rename back
+            [("new_chat", {}), ("turn", {**TURN[1], "cached": True, "calls": 2, "streaming": True}),
+             ("clock_jump", {"hours": 6.0}), ("rename", {"truth": None, "title": "Renamed"}), ("clock_jump", {"hours": 0.0}),
+             ("late_process_with_an_old_copy", {"truth": None}), ("sweep", {})],
+            id="renamed-while-the-clock-ran-ahead-then-an-old-copy",
+        ),
         pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
             "old",  # next WebUI title read as cleared in hermes
             [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("run_backfill", {}),

@@ -24,7 +24,7 @@ evidence, never from a coincidence:
    wins. A recorded version more than ``FUTURE_TOLERANCE_S`` ahead of the
    clock was stamped by a clock that ran ahead: it orders nothing. A new
    state stamped that far ahead cannot be placed either (``_unplaced``):
-   it is read unordered, never dropped, and sets no title.
+   it is read unordered, never dropped.
 4. **Spend** (``_account``). The WebUI's figures are cumulative, but they
    are not always spend: what a chat inherited (messages older than the
    chat itself: a duplicate, an import) was spent elsewhere, and figures
@@ -212,11 +212,11 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
 
     ordered = recorded is rec.version and not unplaced
     account = _account(desired, rec, ledger, plan.notes, context.now, ordered=ordered, stamped_ahead=unplaced)
-    if not same or rec.digest != desired.digest or recorded is not rec.version:
-        # A new state, one recorded in an earlier release's form, or a version a bad clock stamped;
-        # a state without a place in the order leaves the recorded version to order the next ones.
-        version = rec.version if unplaced else desired.version
-        changes.update(version=version, digest=desired.digest, message_count=desired.message_count)
+    if unplaced:
+        pass  # the record goes on naming the last state placed in order: the next ones are ordered by it
+    elif not same or rec.digest != desired.digest or recorded is not rec.version:
+        # A new state, one recorded in an earlier release's form, or a version a bad clock stamped.
+        changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
     changes.update(_account_changes(account, rec))
     outcome = _no_row_outcome(owner, row, rec, account, context)
     if outcome is not None:
@@ -224,9 +224,7 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         if outcome == "deleted" and rec.deleted_at is None:
             changes["deleted_at"] = context.now
         return _with_record(plan, changes)
-    # A state stamped ahead may be an old copy: its spend merges as the larger, its title waits for a save.
-    title = None if unplaced and row is not None else desired.title
-    _plan_row(plan, desired, title, rec, owner, account, context, changes)
+    _plan_row(plan, desired, rec, owner, account, context, changes)
     return _with_record(plan, changes)
 
 
@@ -267,7 +265,6 @@ def _no_row_outcome(owner: Owner | None, row: Row | None, rec: Record, account: 
 def _plan_row(
     plan: ChatPlan,
     desired: Desired,
-    webui_title: str | None,
     rec: Record,
     owner: Owner | None,
     account: _Account,
@@ -283,7 +280,7 @@ def _plan_row(
         plan.add = _unrecorded_turns(account.unrecorded)
     memory = _title_memory(rec, row, owner, wanted)
     title = decide_title(
-        webui_title,
+        desired.title,
         row.title if row is not None else None,
         memory,
         context.sanitize_title,
@@ -386,8 +383,10 @@ def _unplaced(incoming: Version, recorded: Version | None) -> bool:
     the newest (a turn saved while the clock ran ahead) or an old copy (one
     saved before the clock was set back). It is not dropped as stale (its
     turn would be lost) but read unordered, like a state against a record a
-    bad clock stamped (``_account``'s ``ordered``), and never takes the
-    recorded version's place: that keeps ordering the states after it.
+    bad clock stamped (``_account``'s ``ordered``: its spend merges as the
+    larger; as an old copy, its title may stand until the chat's next save),
+    and never takes the recorded version's place: that keeps ordering the
+    states after it.
     """
     return recorded is not None and incoming.updated_at == STAMPED_AHEAD
 
@@ -456,7 +455,9 @@ def _account(
         base = grown.growth(growth)  # the growth before the state that brings the first report
     spent = grown if base is None else grown.larger(base.plus(total))
     return _Account(
-        seen=figures if ordered or seen is None else figures.larger(seen),
+        # The state applied again (its digest on record) is no fresh start either: what an unordered
+        # read merged into ``seen`` stays.
+        seen=figures if seen is None or (ordered and desired.digest != rec.digest) else figures.larger(seen),
         grown=grown,
         ledger_base=base,
         state_growth=growth if base is None and any(growth) else None,
