@@ -180,6 +180,12 @@ def test_a_value_marshal_cannot_encode_still_gets_a_digest() -> None:
 HOURS_AHEAD = 6 * 3600.0
 
 
+def known_after(plan):
+    """The record once ``plan`` was applied."""
+    assert plan.record is not None
+    return record(**plan.record)
+
+
 def test_a_version_recorded_while_the_clock_ran_ahead_holds_no_later_state_back() -> None:
     # First turn saved while the clock was 6 h ahead; the clock is corrected; the next turn comes.
     ahead = desired(at=NOW + HOURS_AHEAD, message_count=2, created_at=NOW - 60)
@@ -187,7 +193,11 @@ def test_a_version_recorded_while_the_clock_ran_ahead_holds_no_later_state_back(
     plan = plan_chat(later, row(message_count=2), applied(ahead), CONTEXT)
     assert plan.outcome == "updated" and plan.update["message_count"] == 4
     assert "version_recorded_future" in plan.notes
-    assert plan.record is not None and plan.record["version"] == later.version  # the bad version is gone
+    # The later version stays on record, ordering nothing until the clock passes it: lowered to the new
+    # state's, it would let an old copy outrank the states saved while the clock is set back.
+    assert plan.record is not None and plan.record["version"] == ahead.version
+    next_turn = desired(at=NOW - 3, message_count=6, created_at=NOW - 60, input_tokens=3702)
+    assert plan_chat(next_turn, row(message_count=4), known_after(plan), CONTEXT).outcome == "updated"
     # The same state again, with the bad version recorded: the record is put right, nothing else.
     current, known = up_to_date(ahead)
     again = plan_chat(ahead._replace(version=Version(NOW - 5, NOW - 5)), current, known, CONTEXT)

@@ -985,6 +985,19 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("late_process_with_an_old_copy", {"truth": None}), ("sweep", {})],
             id="renamed-while-the-clock-ran-ahead-then-an-old-copy",
         ),
+        pytest.param(  # the clock set back, a turn, the clock ahead, an old copy: the lowered record let the
+            "old",  # copy outrank the turn saved while the clock was set back (its spend counted twice after)
+            [("new_chat", {}), TURN, ("clock_jump", {"hours": -6.0}), TURN, ("clock_jump", {"hours": 6.0}),
+             ("late_process_with_an_old_copy", {"truth": None}), ("manual_edit", {"truth": None}), ("sweep", {}), TURN],
+            id="an-old-copy-after-the-clock-was-set-back-then-ahead",
+        ),
+        pytest.param(  # the same with a deletion in hermes: the copy brought the deleted chat back
+            "old",
+            [("new_chat", {}), TURN, ("clock_jump", {"hours": -6.0}), TURN, ("clock_jump", {"hours": 6.0}),
+             ("hermes_delete", {"truth": None}), ("late_process_with_an_old_copy", {"truth": None}),
+             ("rename", {"truth": None, "title": "Renamed"})],
+            id="deleted-then-an-old-copy-after-the-clock-was-set-back-then-ahead",
+        ),
         pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
             "old",  # next WebUI title read as cleared in hermes
             [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("run_backfill", {}),

@@ -215,8 +215,11 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
     if unplaced:
         pass  # the record goes on naming the last state placed in order: the next ones are ordered by it
     elif not same or rec.digest != desired.digest or recorded is not rec.version:
-        # A new state, one recorded in an earlier release's form, or a version a bad clock stamped.
-        changes.update(version=desired.version, digest=desired.digest, message_count=desired.message_count)
+        # A new state, or one recorded in an earlier release's form. Against a version a bad clock
+        # stamped, the later of the two stays: lowered, it would let an older copy outrank the states
+        # saved while the clock was set back.
+        version = desired.version if recorded is rec.version else max(desired.version, rec.version)  # type: ignore[type-var]
+        changes.update(version=version, digest=desired.digest, message_count=desired.message_count)
     changes.update(_account_changes(account, rec))
     outcome = _no_row_outcome(owner, row, rec, account, context)
     if outcome is not None:
