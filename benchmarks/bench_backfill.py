@@ -50,16 +50,19 @@ _DAY = 86_400.0
 PREVIOUS_RELEASE = "8002448"
 COMPARE_ROUNDS = 9
 # Times the command line inside a fresh interpreter (start-up and imports not
-# counted: they are the same for both); prints {"s": seconds, "rc": exit, "file": package}.
+# counted: they are the same for both); prints {"s": seconds, "cpu": the
+# process's own CPU seconds (the writer's: reader processes are children),
+# "rc": exit, "file": package}.
 _TIMED_CLI = """
 import contextlib, io, json, sys, time
 import webui_insights
 from webui_insights.cli import main
 out = io.StringIO()
-started = time.perf_counter()
+cpu, started = time.process_time(), time.perf_counter()
 with contextlib.redirect_stdout(out):
     rc = main(["backfill", "--webui-dir", sys.argv[1], "--json"])
-print(json.dumps({"s": time.perf_counter() - started, "rc": rc, "file": webui_insights.__file__}))
+took, cpu = time.perf_counter() - started, time.process_time() - cpu
+print(json.dumps({"s": took, "cpu": cpu, "rc": rc, "file": webui_insights.__file__}))
 """
 
 
@@ -167,7 +170,7 @@ def _cli(webui_dir: Path, *extra: str) -> tuple[int, dict[str, Any], float, floa
     return status, json.loads(out.getvalue()), took, holds.longest
 
 
-def _previous_release(dest: Path) -> Path | None:
+def previous_release(dest: Path) -> Path | None:
     """The previous release's package unpacked under ``dest`` (None outside a git checkout)."""
     try:
         archive = subprocess.run(
@@ -189,6 +192,11 @@ def _previous_release(dest: Path) -> Path | None:
 
 def _timed_cli(package_parent: Path, root: Path, webui_dir: Path) -> float:
     """Seconds of one ``backfill --json`` by the package under ``package_parent``, into a fresh state.db."""
+    return timed_cli_run(package_parent, root, webui_dir)[0]
+
+
+def timed_cli_run(package_parent: Path, root: Path, webui_dir: Path) -> tuple[float, float]:
+    """(seconds, CPU seconds of the command line's own process) of one ``backfill --json``, as ``_timed_cli``."""
     fresh_state_db(root)
     env = {**os.environ, "PYTHONPATH": str(package_parent), "HERMES_HOME": str(root)}
     done = subprocess.run(
@@ -203,7 +211,7 @@ def _timed_cli(package_parent: Path, root: Path, webui_dir: Path) -> float:
     result = json.loads(done.stdout.strip().splitlines()[-1])
     if result["rc"] != 0 or not Path(result["file"]).is_relative_to(package_parent):
         raise RuntimeError(f"backfill by {package_parent}: exit {result['rc']}, imported {result['file']}")
-    return float(result["s"])
+    return float(result["s"]), float(result["cpu"])
 
 
 def _against_previous(root: Path, webui_dir: Path) -> list[Row]:
@@ -213,7 +221,7 @@ def _against_previous(root: Path, webui_dir: Path) -> list[Row]:
     previous) back to back, in an order that turns round by round; a
     round's ratios are speeds relative to the previous release's run.
     """
-    previous = _previous_release(root / "previous-release")
+    previous = previous_release(root / "previous-release")
     if previous is None:
         return [Row(f"previous release ({PREVIOUS_RELEASE}) for comparison", "not in git history here")]
     again = root / "previous-release-again"
