@@ -318,6 +318,38 @@ def test_insights_counts_every_mirrored_chat_at_its_row_totals(db: Path) -> None
         assert usage["cost_status"] == "estimated"  # the WebUI's cost, taken as stored
 
 
+def test_the_usage_rows_of_many_chats_written_together_are_each_its_own(db: Path) -> None:
+    """One chunk's usage rows are rewritten by one statement over its ids: each chat still gets its own."""
+    first = [
+        chat("a", created_days_ago=2, active_days_ago=1, model="m/a", input_tokens=1000),
+        chat("b", created_days_ago=2, active_days_ago=1, model="m/a", input_tokens=2000),
+        chat("c", created_days_ago=2, active_days_ago=1, model="m/b", input_tokens=3000),
+    ]
+    run(db, *first)
+    later_states = [
+        chat("a", created_days_ago=2, active_days_ago=0.5, model="m/a", input_tokens=1500),
+        chat("b", created_days_ago=2, active_days_ago=0.5, model="m/c", input_tokens=2500),  # switched model
+        chat("c", created_days_ago=2, active_days_ago=1, model="m/b", input_tokens=3000),  # unchanged
+        chat(
+            "d",
+            created_days_ago=1,
+            active_days_ago=0.5,
+            input_tokens=0,
+            output_tokens=0,
+            cache_read_tokens=0,
+            estimated_cost_usd=None,
+        ),  # no usage: no row
+        chat("e", created_days_ago=1, active_days_ago=0.5, model="m/a", input_tokens=700),
+    ]
+    assert run(db, *later_states).transactions == 1
+    for sid in ("a", "b", "c", "e"):
+        row, found = session(db, sid), usage_rows(db, sid)
+        assert [(u["model"], {k: u[k] for k in TOKENS}) for u in found] == [
+            (row["model"], {k: row[k] for k in TOKENS})
+        ], sid
+    assert usage_rows(db, "d") == []
+
+
 def test_a_usage_row_out_of_step_is_drift_that_verify_reports_and_a_pass_repairs(db: Path) -> None:
     state = chat("c1", created_days_ago=1, active_days_ago=0.5)
     run(db, state)

@@ -292,6 +292,49 @@ def check_profile(value: Any) -> str | None:
     )
 
 
+def _counts(input_tokens: Any, output_tokens: Any, message_count: Any) -> tuple[int, int, int]:
+    """The three counts every snapshot has, checked; raise InvalidSnapshot for the first bad one.
+
+    This runs on the save path: the usual case (three plain non-negative
+    ints) is checked in one expression, anything else field by field.
+    """
+    if (
+        type(input_tokens) is int
+        and type(output_tokens) is int
+        and type(message_count) is int
+        and 0 <= input_tokens <= _MAX_INT
+        and 0 <= output_tokens <= _MAX_INT
+        and 0 <= message_count <= _MAX_INT
+    ):
+        return input_tokens, output_tokens, message_count
+    return (
+        _count("input_tokens", input_tokens),
+        _count("output_tokens", output_tokens),
+        _count("message_count", message_count),
+    )
+
+
+def _dropped(
+    updated_at: Any, last_active_at: Any, title: Any
+) -> tuple[float | None, float | None, Any, tuple[str, ...]]:
+    """(version, last activity, title, notes): what a snapshot takes of these, bad values dropped and noted.
+
+    A version (``updated_at``, ``last_active_at``) that is not a plausible
+    number becomes None (the last activity then defaults to the version);
+    a title string past ``_MAX_TITLE_LEN`` becomes None (the row keeps
+    whatever title it has). Any other title is checked with the rest.
+    """
+    notes: tuple[str, ...] = ()
+    version = _soft_timestamp(updated_at)
+    if version is None:
+        notes = ("version_missing",) if updated_at is None else ("version_invalid",)
+    active = _soft_timestamp(last_active_at)
+    if type(title) is str and len(title) > _MAX_TITLE_LEN:
+        title = None
+        notes = (*notes, "title_refused")
+    return version, active if active is not None else version, title, notes
+
+
 def build_snapshot(
     session_id: Any,
     profile: Any = None,
@@ -319,30 +362,12 @@ def build_snapshot(
 
     A title or model of the wrong type refuses the whole snapshot:
     mirroring half a chat would hide the problem. A title string too long
-    for hermes ever to take (past ``_MAX_TITLE_LEN``) and a version
-    (``updated_at``, ``last_active_at``) that is not a plausible number are
-    dropped and noted instead: the chat's usage is still worth mirroring.
+    for hermes ever to take and a version that is not a plausible number
+    are dropped and noted instead (``_dropped``): the chat's usage is still
+    worth mirroring.
     """
-    # This runs on the save path: the usual case (three plain non-negative
-    # ints) is checked in one expression, anything else field by field.
-    if not (
-        type(input_tokens) is int
-        and type(output_tokens) is int
-        and type(message_count) is int
-        and 0 <= min(input_tokens, output_tokens, message_count)
-        and max(input_tokens, output_tokens, message_count) <= _MAX_INT
-    ):
-        input_tokens = _count("input_tokens", input_tokens)
-        output_tokens = _count("output_tokens", output_tokens)
-        message_count = _count("message_count", message_count)
-    notes: tuple[str, ...] = ()
-    version = _soft_timestamp(updated_at)
-    if version is None:
-        notes = ("version_missing",) if updated_at is None else ("version_invalid",)
-    active = _soft_timestamp(last_active_at)
-    if type(title) is str and len(title) > _MAX_TITLE_LEN:
-        title = None  # the row keeps whatever title it has
-        notes = (*notes, "title_refused")
+    input_tokens, output_tokens, message_count = _counts(input_tokens, output_tokens, message_count)
+    version, active, title, notes = _dropped(updated_at, last_active_at, title)
     return UsageSnapshot(
         check_session_id(session_id),
         check_profile(profile),
@@ -359,7 +384,7 @@ def build_snapshot(
         _optional_count("api_call_count", api_call_count),
         _created_at(created_at),
         version,
-        active if active is not None else version,
+        active,
         _text("billing_provider", billing_provider, _MAX_TEXT_LEN),
         messages,
         observed,

@@ -173,7 +173,7 @@ class _RowWrites:
         self.inserts: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
         self.updates: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
         self.additions: dict[tuple[str, ...], list[tuple[Any, ...]]] = defaultdict(list)
-        self.usage: list[tuple[str]] = []
+        self.usage: list[str] = []  # ids of the chats whose usage row is rewritten
 
     def add(self, plan: ChatPlan, title: str | None, result: ApplyResult) -> None:
         """The statements ``plan`` needs, its title given as ``title`` (None: none written)."""
@@ -198,7 +198,7 @@ class _RowWrites:
         if title is not None:
             result.titles_written += 1
         if plan.usage:
-            self.usage.append((plan.session_id,))
+            self.usage.append(plan.session_id)
 
     def execute(self, conn: sqlite3.Connection) -> None:
         for newer, params in self.inserts.items():
@@ -209,10 +209,10 @@ class _RowWrites:
         for names, params in self.additions.items():
             assignments = ", ".join(f"{name} = COALESCE({name}, 0) + ?" for name in names)
             conn.executemany(f"UPDATE sessions SET {assignments} WHERE id = ?", params)
-        if self.usage:
-            # After the rows: each usage row is a copy of its row as written above.
-            conn.executemany(USAGE_DELETE_SQL, self.usage)
-            conn.executemany(USAGE_COPY_SQL, self.usage)
+        # After the rows: each usage row is a copy of its row as written above.
+        for chunk, marks in in_chunks(self.usage):
+            conn.execute(USAGE_DELETE_SQL.format(marks=marks), chunk)
+            conn.execute(USAGE_COPY_SQL.format(marks=marks), chunk)
 
 
 def apply_plans(

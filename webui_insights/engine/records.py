@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import sqlite3
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, NamedTuple
 
 from .states import Counters, Ledger, Record, Version
 from .store import in_chunks
@@ -44,6 +44,7 @@ __all__ = [
     "TABLE",
     "LEGACY_TABLE",
     "FORMAT",
+    "RecordTables",
     "ensure_table",
     "record_tables",
     "read_records",
@@ -96,8 +97,18 @@ _WRITE = _READ + ("written", "changed_at")
 _UPSERT = f"INSERT OR REPLACE INTO {TABLE} ({', '.join(_WRITE)}) VALUES ({', '.join('?' * len(_WRITE))})"
 
 
-def record_tables(conn: sqlite3.Connection) -> frozenset[str]:
-    """Which of ``TABLE`` and ``LEGACY_TABLE`` the database has."""
+class RecordTables(NamedTuple):
+    """Which of ``TABLE`` and ``LEGACY_TABLE`` a database has, and the columns of ``TABLE`` this release reads.
+
+    Looked at once per transaction (or read-only pass) and handed to every
+    chunk's ``read_records``: neither can change while it lasts.
+    """
+
+    present: frozenset[str]
+    columns: tuple[str, ...] = ()  # of ``_READ``, those ``TABLE`` has (a table an earlier release made lacks some)
+
+
+def _present(conn: sqlite3.Connection) -> frozenset[str]:
     return frozenset(
         name
         for (name,) in conn.execute(
@@ -110,19 +121,33 @@ def _columns(conn: sqlite3.Connection) -> frozenset[str]:
     return frozenset(row[1] for row in conn.execute(f"PRAGMA table_info({TABLE})"))
 
 
-def ensure_table(conn: sqlite3.Connection) -> frozenset[str]:
+def _read_of(have: frozenset[str]) -> tuple[str, ...]:
+    return tuple(name for name in _READ if name in have)
+
+
+def record_tables(conn: sqlite3.Connection) -> RecordTables:
+    """Which of this layer's tables the database has, and the columns read from ``TABLE``."""
+    present = _present(conn)
+    if TABLE not in present:
+        return RecordTables(present)
+    return RecordTables(present, _read_of(_columns(conn)))
+
+
+def ensure_table(conn: sqlite3.Connection) -> RecordTables:
     """Create the table or add the columns it lacks (inside the caller's write transaction), fold in the legacy one.
 
-    Returns the tables now there.
+    Returns the tables now there (``TABLE`` alone).
     """
-    present = record_tables(conn)
+    present = _present(conn)
     if TABLE not in present:
         conn.execute(_CREATE)
+        have = frozenset(_NAMES)
     else:
         have = _columns(conn)
         for name, kind in _SCHEMA:
             if name in _ADDED and name not in have:
                 conn.execute(f"ALTER TABLE {TABLE} ADD COLUMN {name} {kind}")
+        have |= frozenset(_ADDED)
     if LEGACY_TABLE in present:
         conn.execute(
             f"INSERT OR IGNORE INTO {TABLE} (session_id, owner, title_base, title_written, transcript_count, "
@@ -130,7 +155,7 @@ def ensure_table(conn: sqlite3.Connection) -> frozenset[str]:
             f"COALESCE(transcript_count, 0), transcript_hash, updated_at FROM {LEGACY_TABLE}"
         )
         conn.execute(f"DROP TABLE {LEGACY_TABLE}")
-    return frozenset({TABLE})
+    return RecordTables(frozenset({TABLE}), _read_of(have))
 
 
 class _Damaged(ValueError):
@@ -233,19 +258,17 @@ def _from_row(values: dict[str, Any]) -> Record:
 
 
 def read_records(
-    conn: sqlite3.Connection, session_ids: Iterable[str], tables: frozenset[str] | None = None
+    conn: sqlite3.Connection, session_ids: Iterable[str], tables: RecordTables | None = None
 ) -> dict[str, Record]:
     """The records of ``session_ids`` that exist (works on a read-only connection).
 
-    ``tables``: ``record_tables(conn)`` when the caller knows it already (a
-    query fewer for each of a transaction's chunks).
+    ``tables``: ``record_tables(conn)`` or ``ensure_table(conn)`` when the
+    caller knows it already (two queries fewer for each of a transaction's chunks).
     """
     ids = list(session_ids)
-    present = record_tables(conn) if tables is None else tables
+    present, names = record_tables(conn) if tables is None else tables
     found: dict[str, Record] = {}
     if TABLE in present:
-        have = _columns(conn)
-        names = [name for name in _READ if name in have]  # a table an earlier release made lacks some
         for chunk, marks in in_chunks(ids):
             query = f"SELECT {', '.join(names)} FROM {TABLE} WHERE session_id IN ({marks})"
             for values in conn.execute(query, chunk):

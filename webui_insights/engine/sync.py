@@ -23,7 +23,7 @@ from .apply import ApplyResult, TranscriptBudget, apply_plans
 from .budget import BATCH_BUDGET_S
 from .hermes import Capabilities
 from .plan import NO_ROW_OUTCOMES, ChatPlan, Context, plan_chat
-from .records import ensure_table, read_records, record_tables
+from .records import RecordTables, ensure_table, read_records, record_tables
 from .rows import messages_have_active, read_rows
 from .schema import probe
 from .states import Desired, Record
@@ -98,7 +98,7 @@ def _newest_per_chat(chats: Sequence[Desired]) -> list[Desired]:
 
 
 def _plan_chunk(
-    conn: sqlite3.Connection, chunk: Sequence[Desired], context: Context, active: bool, tables: frozenset[str]
+    conn: sqlite3.Connection, chunk: Sequence[Desired], context: Context, active: bool, tables: RecordTables
 ) -> tuple[list[ChatPlan], dict[str, Record]]:
     ids = [chat.session_id for chat in chunk]
     rows = read_rows(conn, ids, active=active, columns=context.columns)
