@@ -520,6 +520,8 @@ class WorldModel(RuleBasedStateMachine):
             # What this layer could tell of the turns before stays in the row (a bound, when counted apart).
             truth.mixed_counts = truth.mixed_counts or self._counted_apart(truth)
             truth.hermes_messages = (truth.seen_messages or 0) if row_there else 0
+            if row_there and truth.count_unordered:
+                truth.hermes_messages = None  # it counts on from the row's count, itself a bound (documented)
             truth.hermes_writes = row_there = True
             if truth.tampered:  # someone else's values, now in hermes-agent's own row: its business (documented)
                 truth.others_values = True
@@ -997,6 +999,24 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("hermes_delete", {"truth": None}), ("late_process_with_an_old_copy", {"truth": None}),
              ("rename", {"truth": None, "title": "Renamed"})],
             id="deleted-then-an-old-copy-after-the-clock-was-set-back-then-ahead",
+        ),
+        pytest.param(  # an edit under a clock set back, after a deletion: the message left, stamped before the
+            "old",  # clock was set back, read as later than the removed turn's and brought the chat back
+            [("new_chat", {}), TURN, ("clock_jump", {"hours": -6.0}), TURN, ("hermes_delete", {"truth": None}),
+             ("edit_or_truncate", {"truth": None, "keep": 1})],
+            id="deleted-then-edited-under-a-clock-set-back",
+        ),
+        pytest.param(  # made anew by the bridge under a clock set back, cleared in hermes: the clamped start time
+            "old",  # hid that the row was made anew
+            [("new_chat", {}), TURN, ("clock_jump", {"hours": -6.0}), ("hermes_delete", {"truth": None}),
+             ("host_bridge_while_paused", {"truth": None}), ("hermes_rename", {"truth": None, "title": ""}),
+             ("run_backfill", {})],
+            id="made-anew-by-the-bridge-under-a-clock-set-back-then-cleared",
+        ),
+        pytest.param(  # cleared under a clock set back, then hermes-agent takes the row over (model: its count
+            "current",  # starts from the row's, a bound)
+            [("new_chat", {}), TURN, ("clock_jump", {"hours": -6.0}), ("clear", {"truth": None}), TURN, STREAMING_TURN],
+            id="cleared-under-a-clock-set-back-then-hermes-agent-writes",
         ),
         pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
             "old",  # next WebUI title read as cleared in hermes

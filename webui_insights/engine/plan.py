@@ -281,7 +281,7 @@ def _plan_row(
     else:
         wanted = _hermes_fill_columns(desired, row, context, plan.notes)
         plan.add = _unrecorded_turns(account.unrecorded)
-    memory = _title_memory(rec, row, owner, wanted)
+    memory = _title_memory(rec, row, owner, wanted, None if desired.continuation else desired.created_at)
     title = decide_title(
         desired.title,
         row.title if row is not None else None,
@@ -346,7 +346,9 @@ def _owner(desired: Desired, row: Row | None, rec: Record) -> Owner | None:
     return "mirror"  # a bare webui row (the host's own bridge, an earlier release) is adopted
 
 
-def _title_memory(rec: Record, row: Row | None, owner: Owner | None, wanted: dict[str, Any]) -> tuple[str | None, str | None] | None:
+def _title_memory(
+    rec: Record, row: Row | None, owner: Owner | None, wanted: dict[str, Any], started: float | None
+) -> tuple[str | None, str | None] | None:
     """What this layer knows it wrote as the row's title, if the row is the one it titled.
 
     A new row has no title anyone set. A row someone made anew after a
@@ -357,9 +359,13 @@ def _title_memory(rec: Record, row: Row | None, owner: Owner | None, wanted: dic
     """
     if row is None:
         return None
-    remade = "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at)
-    if remade and (owner == "hermes" or not (row.title or "").strip()):
-        return None  # (a title on a mirror row is followed as before: an earlier release may have dated it otherwise)
+    if owner == "hermes":
+        if "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
+            return None
+    elif not (row.title or "").strip() and started is not None and not _same("started_at", started, row.started_at):
+        # (Compared with the chat's own time, not the one written: a clock set back would hide the
+        # difference. A title on a mirror row is followed as before: an earlier release may have dated it.)
+        return None
     return rec.title_memory
 
 
@@ -464,11 +470,26 @@ def _account(
         grown=grown,
         ledger_base=base,
         state_growth=growth if base is None and any(growth) else None,
-        active_at=desired.last_active_at if activity else rec.active_at,
+        active_at=_active_at(desired, rec, activity, ordered),
         activity=activity,
         spent=spent,
         unrecorded=Counters.of_ledger(ledger.beyond(rec.applied)) if counted else ZERO,
     )
+
+
+def _active_at(desired: Desired, rec: Record, activity: bool, ordered: bool) -> float | None:
+    """The chat's last activity on record after this state.
+
+    Read unordered, a state's message times come from a clock that may have
+    been set back: the activity on record only moves later then, so a message
+    older than a removed one (an edit after a turn saved under that clock) is
+    never taken for a later one (``_later_message``).
+    """
+    if not activity:
+        return rec.active_at
+    if ordered or desired.last_active_at is None or rec.active_at is None:
+        return desired.last_active_at
+    return max(desired.last_active_at, rec.active_at)
 
 
 def _first_sight(
