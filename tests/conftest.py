@@ -6,6 +6,7 @@ Fixtures only: the helpers they and the tests call live in ``tests/support``.
 from __future__ import annotations
 
 import logging
+import shutil
 import signal
 import threading
 from collections.abc import Iterator
@@ -68,6 +69,22 @@ def hermes_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.delenv("HERMES_WEBUI_SETTINGS_FILE", raising=False)
     create_state_db(home / "state.db")
     return home
+
+
+@pytest.fixture(scope="session")
+def fresh_state_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A state.db as hermes' first run leaves it, made once (making one takes ~50 ms)."""
+    path = tmp_path_factory.mktemp("template") / "state.db"
+    create_state_db(path)
+    return path
+
+
+@pytest.fixture
+def db(tmp_path: Path, fresh_state_db: Path) -> Path:
+    """A copy of it for one test (closed by hermes: the file is the whole database)."""
+    path = tmp_path / "state.db"
+    shutil.copyfile(fresh_state_db, path)
+    return path
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ this layer's is overwritten, a value another writer damaged is trusted.
 from __future__ import annotations
 
 import math
-import shutil
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -27,22 +26,6 @@ from webui_insights.engine.store import IN_CHUNK, StateStore, create_state_db, m
 from webui_insights.engine.sync import sync
 
 NOW = time.time()
-
-
-@pytest.fixture(scope="module")
-def fresh_state_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A state.db as hermes' first run leaves it, made once per module (making one takes ~50 ms)."""
-    path = tmp_path_factory.mktemp("template") / "state.db"
-    create_state_db(path)
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path, fresh_state_db: Path) -> Path:
-    """A copy of it for one test (closed by hermes: the file is the whole database)."""
-    path = tmp_path / "state.db"
-    shutil.copyfile(fresh_state_db, path)
-    return path
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ and the check (``USAGE_CHECK_SQL`` → ``usage_in_step``) must agree exactly:
 
 from __future__ import annotations
 
-import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,22 +32,6 @@ from webui_insights.engine.schema import (
 from webui_insights.engine.store import create_state_db
 
 NOW = 1_800_000_000.0
-
-
-@pytest.fixture(scope="module")
-def fresh_state_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A state.db as hermes' first run leaves it, made once per module (making one takes ~50 ms)."""
-    path = tmp_path_factory.mktemp("template") / "state.db"
-    create_state_db(path)
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path, fresh_state_db: Path) -> Path:
-    """A copy of it for one test (closed by hermes: the file is the whole database)."""
-    path = tmp_path / "state.db"
-    shutil.copyfile(fresh_state_db, path)
-    return path
 
 
 def alter(db: Path, *statements: str) -> None:
@@ -234,8 +217,8 @@ def add_usage_row(conn: sqlite3.Connection, model: str, task: str, input_tokens:
 
 def copy(conn: sqlite3.Connection) -> None:
     """What apply runs for a mirror-owned chat, after writing its row."""
-    conn.execute(USAGE_DELETE_SQL, ("chat",))
-    conn.execute(USAGE_COPY_SQL, ("chat",))
+    conn.execute(USAGE_DELETE_SQL.format(marks="?"), ("chat",))
+    conn.execute(USAGE_COPY_SQL.format(marks="?"), ("chat",))
 
 
 def check(conn: sqlite3.Connection) -> bool:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +32,6 @@ from webui_insights.engine.store import (
     StateStore,
     Unwritable,
     check_initialised,
-    create_state_db,
     file_identity,
     in_chunks,
     is_busy,
@@ -42,22 +40,6 @@ from webui_insights.engine.store import (
     unwritable,
     writable,
 )
-
-
-@pytest.fixture(scope="module")
-def fresh_state_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A state.db as hermes' first run leaves it, made once per module (making one takes ~50 ms)."""
-    path = tmp_path_factory.mktemp("template") / "state.db"
-    create_state_db(path)
-    return path
-
-
-@pytest.fixture
-def db(tmp_path: Path, fresh_state_db: Path) -> Path:
-    """A copy of it for one test (closed by hermes: the file is the whole database)."""
-    path = tmp_path / "state.db"
-    shutil.copyfile(fresh_state_db, path)
-    return path
 
 
 @pytest.fixture
