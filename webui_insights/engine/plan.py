@@ -218,7 +218,9 @@ def plan_chat(desired: Desired, row: Row | None, record: Record | None, context:
         # A new state, or one recorded in an earlier release's form. Against a version a bad clock
         # stamped, the later of the two stays: lowered, it would let an older copy outrank the states
         # saved while the clock was set back.
-        version = desired.version if recorded is rec.version else max(desired.version, rec.version)  # type: ignore[type-var]
+        version = desired.version
+        if recorded is None and rec.version is not None:
+            version = max(version, rec.version)
         changes.update(version=version, digest=desired.digest, message_count=desired.message_count)
     changes.update(_account_changes(account, rec))
     outcome = _no_row_outcome(owner, row, rec, account, context)
