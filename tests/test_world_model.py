@@ -1018,6 +1018,12 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
             [("new_chat", {}), TURN, ("clock_jump", {"hours": -6.0}), ("clear", {"truth": None}), TURN, STREAMING_TURN],
             id="cleared-under-a-clock-set-back-then-hermes-agent-writes",
         ),
+        pytest.param(  # created while the clock ran ahead, pruned, made anew by hermes-agent: the start time
+            "current",  # clamped to the row's hid that the row was made anew (its empty title read as cleared)
+            [("clock_jump", {"hours": 6.0}), ("new_chat", {}), ("clock_jump", {"hours": 0.0}), TURN, ("hermes_prune", {}),
+             STREAMING_TURN],
+            id="created-ahead-pruned-then-made-anew-by-hermes-agent",
+        ),
         pytest.param(  # restored untitled (cleared) after a prune: the deleted row's title memory made the
             "old",  # next WebUI title read as cleared in hermes
             [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}), ("run_backfill", {}),

@@ -361,12 +361,12 @@ def _title_memory(
     """
     if row is None:
         return None
-    if owner == "hermes":
-        if "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
-            return None
-    elif not (row.title or "").strip() and started is not None and not _same("started_at", started, row.started_at):
-        # (Compared with the chat's own time, not the one written: a clock set back would hide the
-        # difference. A title on a mirror row is followed as before: an earlier release may have dated it.)
+    if owner == "hermes" and "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
+        return None
+    if not (row.title or "").strip() and started is not None and not _same("started_at", started, row.started_at):
+        # (Compared with the chat's own time too, not only the one written: a time clamped to the
+        # row's hides the difference. A title on a mirror row is followed as before: an earlier
+        # release may have dated the row otherwise.)
         return None
     return rec.title_memory
 
