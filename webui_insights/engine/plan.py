@@ -283,7 +283,9 @@ def _plan_row(
     else:
         wanted = _hermes_fill_columns(desired, row, context, plan.notes)
         plan.add = _unrecorded_turns(account.unrecorded)
-    memory = _title_memory(rec, row, owner, wanted, None if desired.continuation else desired.created_at)
+    created = desired.created_at
+    started = created if created is not None and created <= context.now and not desired.continuation else None
+    memory = _title_memory(rec, row, owner, wanted, started)
     title = decide_title(
         desired.title,
         row.title if row is not None else None,
@@ -353,6 +355,8 @@ def _title_memory(
 ) -> tuple[str | None, str | None] | None:
     """What this layer knows it wrote as the row's title, if the row is the one it titled.
 
+    ``started`` is the chat's creation time, when it is known and past.
+
     A new row has no title anyone set. A row someone made anew after a
     deletion this layer did not see (hermes-agent, at its own first call;
     the host's bridge, when it first wrote the chat) starts at another time
@@ -363,11 +367,11 @@ def _title_memory(
         return None
     if owner == "hermes" and "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
         return None
-    if not (row.title or "").strip() and started is not None and not _same("started_at", started, row.started_at):
-        # (Compared with the chat's own time too, not only the one written: a time clamped to the
-        # row's hides the difference. A title on a mirror row is followed as before: an earlier
-        # release may have dated the row otherwise.)
-        return None
+    if not (row.title or "").strip():
+        if owner == "hermes" and rec.owner == "mirror":
+            return None  # this layer's row, hermes-agent's now and untitled: made anew (its own keeps the title)
+        if started is not None and not _same("started_at", started, row.started_at):
+            return None  # (the chat's own time, when it is past: the one written may be clamped to the row's)
     return rec.title_memory
 
 
