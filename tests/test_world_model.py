@@ -510,6 +510,9 @@ class WorldModel(RuleBasedStateMachine):
         if session.title == "Untitled":
             session.title = f"Chat {truth.number}"
         row_there = truth.row_expected and not truth.deleted
+        if hermes_agent and truth.deleted and (self.clock.offset or truth.odd_clock):
+            # Made anew under a wrong clock, the row's start cannot tell it from this layer's own (documented).
+            truth.clear_unsure = True
         if hermes_agent and truth.deleted:
             if not created_before:  # a new agent: its create_session makes a row of its own
                 truth.base_turns = len(truth.turns)
@@ -643,7 +646,8 @@ class WorldModel(RuleBasedStateMachine):
         if read_row(self.db, truth.session_id) is None:
             return
         self.hermes.set_session_title(truth.session_id, f"{title} {truth.number}" if title else "")
-        truth.clear_unsure = truth.clear_unsure or (not title and (truth.odd_clock or self.clock.offset != 0))
+        # A rename in hermes is kept whatever the clocks; a clear under a wrong one may not be told (documented).
+        truth.clear_unsure = not title and (truth.clear_unsure or truth.odd_clock or self.clock.offset != 0)
         if not title and truth.seen_messages is None:
             # A clear on a row this layer never met reads as a row never titled: the WebUI's fills it (documented).
             truth.hermes_title = truth.bridge_title = None
