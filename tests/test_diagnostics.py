@@ -11,17 +11,15 @@ import itertools
 import json
 import logging
 import os
-import select
-import signal
 import sqlite3
 import threading
 import time
-import traceback
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from hypothesis import given
+from support.forks import in_forked_child
 from hypothesis import strategies as st
 
 from webui_insights import diagnostics
@@ -353,31 +351,7 @@ def test_a_removed_listener_hears_nothing_and_removing_twice_is_harmless() -> No
 
 def in_child(body: Callable[[], Any], timeout: float = 5.0) -> Any:
     """``body()``'s JSON-able result in a forked child (killed and reported if it hangs)."""
-    read_fd, write_fd = os.pipe()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_fd)
-            try:
-                payload = {"ok": True, "result": body()}
-            except BaseException:  # noqa: BLE001
-                payload = {"ok": False, "error": traceback.format_exc()}
-            os.write(write_fd, json.dumps(payload).encode())
-        finally:
-            os._exit(0)
-    os.close(write_fd)
-    try:
-        if not select.select([read_fd], [], [], timeout)[0]:
-            os.kill(pid, signal.SIGKILL)
-            raise AssertionError(f"the forked child hung for {timeout} s")
-        data = os.read(read_fd, 1 << 20)
-    finally:
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-    payload = json.loads(data)
-    if not payload["ok"]:
-        raise AssertionError("the forked child failed:\n" + payload["error"])
-    return payload["result"]
+    return in_forked_child(body, timeout)
 
 
 class Stuck:

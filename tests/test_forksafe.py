@@ -10,20 +10,17 @@ real; the child answers through a pipe and always leaves with ``os._exit``.
 from __future__ import annotations
 
 import gc
-import json
 import os
-import select
-import signal
 import subprocess
 import sys
 import threading
 import time
-import traceback
 import weakref
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
+from support.forks import timed_fork
 
 from webui_insights import forksafe
 
@@ -32,41 +29,7 @@ pytestmark = pytest.mark.skipif(not hasattr(os, "register_at_fork"), reason="nee
 
 def fork(body: Callable[[], Any], timeout: float = 10.0) -> tuple[Any, float]:
     """``body()``'s JSON-able result in a forked child, and how long ``os.fork()`` took in the parent."""
-    read_fd, write_fd = os.pipe()
-    started = time.monotonic()
-    pid = os.fork()
-    if pid == 0:  # pragma: no cover - the child
-        try:
-            os.close(read_fd)
-            try:
-                payload = {"ok": True, "result": body()}
-            except BaseException:  # noqa: BLE001 - everything goes back to the parent
-                payload = {"ok": False, "error": traceback.format_exc()}
-            os.write(write_fd, json.dumps(payload).encode())
-        finally:
-            os._exit(0)
-    forked_in = time.monotonic() - started
-    os.close(write_fd)
-    data = b""
-    try:
-        deadline = time.monotonic() + timeout
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                os.kill(pid, signal.SIGKILL)
-                raise AssertionError(f"the forked child hung for {timeout} s")
-            if select.select([read_fd], [], [], remaining)[0]:
-                chunk = os.read(read_fd, 65536)
-                if not chunk:
-                    break
-                data += chunk
-    finally:
-        os.close(read_fd)
-        os.waitpid(pid, 0)
-    payload = json.loads(data or b'{"ok": false, "error": "the child died without an answer"}')
-    if not payload["ok"]:
-        raise AssertionError("the forked child failed:\n" + payload["error"])
-    return payload["result"], forked_in
+    return timed_fork(body, timeout)
 
 
 @pytest.fixture

@@ -66,7 +66,13 @@ def in_forked_child(body: Any, timeout: float = 30.0) -> Any:
     a child that does not answer within ``timeout`` is killed and reported
     as hung.
     """
+    return timed_fork(body, timeout)[0]
+
+
+def timed_fork(body: Any, timeout: float = 30.0) -> tuple[Any, float]:
+    """``in_forked_child``, and how long ``os.fork()`` took in the parent (what a fork waits for)."""
     read_fd, write_fd = os.pipe()
+    started = time.monotonic()
     pid = os.fork()
     if pid == 0:  # pragma: no cover - runs in the child
         code = 1
@@ -82,6 +88,7 @@ def in_forked_child(body: Any, timeout: float = 30.0) -> Any:
             code = 0
         finally:
             os._exit(code)
+    forked_in = time.monotonic() - started
     os.close(write_fd)
     chunks: list[bytes] = []
     try:
@@ -106,4 +113,4 @@ def in_forked_child(body: Any, timeout: float = 30.0) -> Any:
     payload = json.loads(b"".join(chunks))
     if not payload["ok"]:
         raise AssertionError("forked child failed:\n" + payload["error"])
-    return payload["result"]
+    return payload["result"], forked_in
