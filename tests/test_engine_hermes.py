@@ -97,9 +97,14 @@ def test_importing_the_package_imports_no_hermes_agent() -> None:
 # -------------------------------------------------------------- capabilities
 
 
+# hermes-agent before 0.18.2 has no _insert_message_rows (make test-compat runs 0.13.0).
+HAS_ROW_INSERT = hasattr(importlib.import_module("hermes_state").SessionDB, "_insert_message_rows")
+
+
 def test_the_installed_sessiondb_offers_everything(session_db: Any) -> None:
     caps = Capabilities.of_installed()
-    assert (caps.execute_write, caps.insert_message_rows, caps.degraded) == (True, True, ())
+    assert (caps.execute_write, caps.insert_message_rows) == (True, HAS_ROW_INSERT)
+    assert len(caps.degraded) == (0 if HAS_ROW_INSERT else 1)
     assert caps.max_title_length == session_db.MAX_TITLE_LENGTH
     assert caps.sanitize_title("  A\u200b plan\n") == session_db.sanitize_title("  A\u200b plan\n") == "A plan"
     assert Capabilities.detect(session_db) == caps  # the class or, as a store has it, an instance's class
@@ -141,8 +146,11 @@ def test_a_release_without_a_method_is_degraded_and_says_so(
 ) -> None:
     """`status` prints what is degraded; calling a method a release lacks would fail every write."""
     caps = Capabilities.detect(older(session_db, **missing))
+    insert_rows = insert_rows and HAS_ROW_INSERT
     assert (caps.execute_write, caps.insert_message_rows) == (execute_write, insert_rows)
-    assert len(caps.degraded) == 1 and says in caps.degraded[0]
+    assert any(says in line for line in caps.degraded)
+    if HAS_ROW_INSERT:
+        assert len(caps.degraded) == 1
 
 
 def test_a_release_without_hermes_title_rules_gets_the_same_rules(session_db: Any) -> None:

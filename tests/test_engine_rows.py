@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.db import NEEDS_ACTIVE, NEEDS_USAGE
 
 from webui_insights.engine.hermes import hermes_state
 from webui_insights.engine.rows import read_rows
@@ -185,6 +186,7 @@ def test_agent_marks(make: Callable[[Any, Path], None], marked: bool, db: Path, 
 # ------------------------------------------------------------- live messages
 
 
+@NEEDS_ACTIVE
 def test_live_messages_leave_out_the_superseded_ones(db: Path, hermes: Any) -> None:
     """hermes ≥ 0.18 keeps superseded messages (active = 0): they are no message the chat has."""
     hermes.create_session("chat", source="webui")
@@ -345,6 +347,7 @@ def test_usage_in_step_is_unknown_without_a_usage_table(db: Path) -> None:
     assert read(db, ["chat"], columns=frozenset())["chat"].usage_in_step is None
 
 
+@NEEDS_USAGE
 def test_usage_rows_this_layer_wrote_are_in_step_until_someone_changes_them(db: Path) -> None:
     """insights reads the usage row first: one that no longer equals the totals must be seen, to be rewritten."""
     mirror(db, "chat")
@@ -353,6 +356,7 @@ def test_usage_rows_this_layer_wrote_are_in_step_until_someone_changes_them(db: 
     assert read(db, ["chat"])["chat"].usage_in_step is False
 
 
+@NEEDS_USAGE
 def test_a_chat_without_usage_is_in_step_only_without_usage_rows(db: Path, hermes: Any) -> None:
     """A chat that spent nothing has no usage row, as hermes' own seed leaves it: one left over is out of step."""
     hermes.create_session("chat", source="webui")
@@ -364,6 +368,7 @@ def test_a_chat_without_usage_is_in_step_only_without_usage_rows(db: Path, herme
     assert read(db, ["chat"])["chat"].usage_in_step is False
 
 
+@NEEDS_USAGE
 def test_a_chat_with_usage_but_no_usage_row_is_out_of_step(db: Path) -> None:
     """Totals without their usage row: insights would count them only as the residual on the session's model."""
     mirror(db, "chat")
@@ -371,6 +376,7 @@ def test_a_chat_with_usage_but_no_usage_row_is_out_of_step(db: Path) -> None:
     assert read(db, ["chat"])["chat"].usage_in_step is False
 
 
+@NEEDS_USAGE
 def test_a_usage_row_of_another_task_leaves_the_main_loop_in_step(db: Path) -> None:
     """hermes' auxiliary tasks (titling, compression) keep rows of their own: they are not this layer's copy."""
     mirror(db, "chat")

@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from support.db import NEEDS_ACTIVE, NEEDS_USAGE
 
 from webui_insights.engine.schema import (
     LAST_ACTIVITY,
@@ -68,6 +69,7 @@ _PRE_V22_USAGE = (
 )
 
 
+@NEEDS_USAGE
 @pytest.mark.parametrize(
     ("statements", "found"),
     [
@@ -111,6 +113,7 @@ def test_probe_follows_a_database_upgraded_while_a_connection_is_open(db: Path) 
         conn.close()
 
 
+@NEEDS_ACTIVE
 def test_superseded_messages_are_known_only_where_the_column_exists(db: Path, tmp_path: Path) -> None:
     """hermes-agent ≥ 0.18 keeps superseded messages (active = 0); before, every message counted."""
     conn = sqlite3.connect(db)
@@ -232,6 +235,7 @@ def figures(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [{k: v for k, v in row.items() if k not in ("first_seen", "last_seen")} for row in rows]
 
 
+@NEEDS_USAGE
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(session=sessions, before=befores, changed=st.sampled_from(sorted(CHANGES)), aux=st.booleans())
 def test_the_copy_leaves_one_row_equal_to_the_totals_and_the_check_agrees(
@@ -284,6 +288,7 @@ def test_the_copy_leaves_one_row_equal_to_the_totals_and_the_check_agrees(
         conn.rollback()
 
 
+@NEEDS_USAGE
 @pytest.mark.parametrize("figure", sorted(CHANGES), ids=lambda f: f"a usage row whose {f} was changed is out of step")
 def test_a_change_to_any_figure_of_the_copy_is_seen_and_undone(usage_db: sqlite3.Connection, figure: str) -> None:
     """insights sums each of these figures (the cost as stored only with a status or source): none may drift unseen."""
