@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from support.db import NEEDS_ACTIVE, NEEDS_USAGE
+from support.db import NEEDS_ACTIVE, NEEDS_USAGE, tamper
 
 from webui_insights.engine.hermes import hermes_state
 from webui_insights.engine.rows import read_rows
@@ -35,16 +35,6 @@ def hermes(db: Path) -> Iterator[Any]:
     handle = hermes_state().SessionDB(db_path=db)
     yield handle
     handle.close()
-
-
-def execute(db: Path, sql: str, *params: Any) -> None:
-    """Change state.db behind hermes' back, as a migration or another tool would."""
-    conn = sqlite3.connect(db)
-    try:
-        conn.execute(sql, params)
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def read(db: Path, ids: list[str], **kwargs: Any) -> dict[str, Row]:
@@ -147,18 +137,18 @@ def _bare_row(hermes: Any, db: Path) -> None:
 def _bookkeeping_only(hermes: Any, db: Path) -> None:
     hermes.create_session("chat", source="webui")
     bookkeeping = '{"_delegate_from": "x", "_branched_from": "y"}'
-    execute(db, "UPDATE sessions SET model_config = ? WHERE id = 'chat'", bookkeeping)
+    tamper(db, "UPDATE sessions SET model_config = ? WHERE id = 'chat'", bookkeeping)
 
 
 def _bookkeeping_and_a_setting(hermes: Any, db: Path) -> None:
     hermes.create_session("chat", source="webui")
     config = '{"_branched_from": "y", "max_iterations": 9}'
-    execute(db, "UPDATE sessions SET model_config = ? WHERE id = 'chat'", config)
+    tamper(db, "UPDATE sessions SET model_config = ? WHERE id = 'chat'", config)
 
 
 def _not_json(hermes: Any, db: Path) -> None:
     hermes.create_session("chat", source="webui")
-    execute(db, "UPDATE sessions SET model_config = 'max_iterations=90' WHERE id = 'chat'")
+    tamper(db, "UPDATE sessions SET model_config = 'max_iterations=90' WHERE id = 'chat'")
 
 
 def _this_layers_row(hermes: Any, db: Path) -> None:
@@ -193,7 +183,7 @@ def test_live_messages_leave_out_the_superseded_ones(db: Path, hermes: Any) -> N
     hermes.create_session("quiet", source="webui")
     for n in range(3):
         hermes.append_message("chat", role="user", content=f"m{n}")
-    execute(db, "UPDATE messages SET active = 0 WHERE id = (SELECT MIN(id) FROM messages WHERE session_id = 'chat')")
+    tamper(db, "UPDATE messages SET active = 0 WHERE id = (SELECT MIN(id) FROM messages WHERE session_id = 'chat')")
     rows = read(db, ["chat", "quiet"])
     assert (rows["chat"].live_messages, rows["quiet"].live_messages) == (2, 0)
     assert read(db, ["chat"], active=False)["chat"].live_messages == 3  # a database without the column
@@ -222,7 +212,7 @@ def test_a_value_not_of_its_columns_type_reads_as_unknown_and_is_named(
 ) -> None:
     """Another writer's damage must neither be trusted nor pass unnoticed: the plan repairs what it names."""
     hermes.create_session("chat", source="webui", model="m")
-    execute(db, f"UPDATE sessions SET {column} = ? WHERE id = 'chat'", stored)
+    tamper(db, f"UPDATE sessions SET {column} = ? WHERE id = 'chat'", stored)
     row = read(db, ["chat"])["chat"]
     assert getattr(row, field) == reads_as
     assert row.bad_values == (column,)
@@ -239,7 +229,7 @@ def test_a_value_not_of_its_columns_type_reads_as_unknown_and_is_named(
 def test_null_is_no_bad_value(column: str, field: str, reads_as: Any, db: Path, hermes: Any) -> None:
     """NULL is what a fresh row has: counting it as damage would report every row hermes creates."""
     hermes.create_session("chat", source="webui")
-    execute(db, f"UPDATE sessions SET {column} = NULL WHERE id = 'chat'")
+    tamper(db, f"UPDATE sessions SET {column} = NULL WHERE id = 'chat'")
     row = read(db, ["chat"])["chat"]
     assert (getattr(row, field), row.bad_values) == (reads_as, ())
 
@@ -328,9 +318,9 @@ def test_the_newer_columns_read_as_none_where_the_database_has_none(db: Path, he
 def test_the_newer_columns_are_read_where_the_database_has_them(db: Path, hermes: Any) -> None:
     """Upstream's pickers sort by last_activity_at and keep a user's title by title_source: the rule compares both."""
     hermes.create_session("chat", source="webui")
-    execute(db, f"ALTER TABLE sessions ADD COLUMN {LAST_ACTIVITY} REAL")
-    execute(db, f"ALTER TABLE sessions ADD COLUMN {TITLE_SOURCE} TEXT")
-    execute(db, f"UPDATE sessions SET {LAST_ACTIVITY} = ?, {TITLE_SOURCE} = 'llm' WHERE id = 'chat'", NOW - 5)
+    tamper(db, f"ALTER TABLE sessions ADD COLUMN {LAST_ACTIVITY} REAL")
+    tamper(db, f"ALTER TABLE sessions ADD COLUMN {TITLE_SOURCE} TEXT")
+    tamper(db, f"UPDATE sessions SET {LAST_ACTIVITY} = ?, {TITLE_SOURCE} = 'llm' WHERE id = 'chat'", NOW - 5)
     row = read(db, ["chat"])["chat"]
     assert (row.last_activity_at, row.title_source) == (NOW - 5, "llm")
     # What the caller's probe found decides: a transaction that found neither reads neither.
@@ -352,7 +342,7 @@ def test_usage_rows_this_layer_wrote_are_in_step_until_someone_changes_them(db: 
     """insights reads the usage row first: one that no longer equals the totals must be seen, to be rewritten."""
     mirror(db, "chat")
     assert read(db, ["chat"])["chat"].usage_in_step is True
-    execute(db, "UPDATE session_model_usage SET input_tokens = input_tokens + 1 WHERE session_id = 'chat'")
+    tamper(db, "UPDATE session_model_usage SET input_tokens = input_tokens + 1 WHERE session_id = 'chat'")
     assert read(db, ["chat"])["chat"].usage_in_step is False
 
 
@@ -361,7 +351,7 @@ def test_a_chat_without_usage_is_in_step_only_without_usage_rows(db: Path, herme
     """A chat that spent nothing has no usage row, as hermes' own seed leaves it: one left over is out of step."""
     hermes.create_session("chat", source="webui")
     assert read(db, ["chat"])["chat"].usage_in_step is True
-    execute(
+    tamper(
         db,
         "INSERT INTO session_model_usage (session_id, model, task, input_tokens) VALUES ('chat', 'old/model', '', 5)",
     )
@@ -372,7 +362,7 @@ def test_a_chat_without_usage_is_in_step_only_without_usage_rows(db: Path, herme
 def test_a_chat_with_usage_but_no_usage_row_is_out_of_step(db: Path) -> None:
     """Totals without their usage row: insights would count them only as the residual on the session's model."""
     mirror(db, "chat")
-    execute(db, "DELETE FROM session_model_usage WHERE session_id = 'chat'")
+    tamper(db, "DELETE FROM session_model_usage WHERE session_id = 'chat'")
     assert read(db, ["chat"])["chat"].usage_in_step is False
 
 
@@ -380,7 +370,7 @@ def test_a_chat_with_usage_but_no_usage_row_is_out_of_step(db: Path) -> None:
 def test_a_usage_row_of_another_task_leaves_the_main_loop_in_step(db: Path) -> None:
     """hermes' auxiliary tasks (titling, compression) keep rows of their own: they are not this layer's copy."""
     mirror(db, "chat")
-    execute(
+    tamper(
         db,
         "INSERT INTO session_model_usage (session_id, model, task, input_tokens) VALUES ('chat', 'aux', 'title', 9)",
     )
