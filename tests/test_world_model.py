@@ -453,7 +453,9 @@ class WorldModel(RuleBasedStateMachine):
             truth.saved_behind_unseen = truth.behind_pending = False  # read unordered, or a newer state
         elif truth.saved_behind_unseen:
             truth.behind_pending = True
-        truth.tampered = False
+        # A state read as older than the one on record changes nothing, someone else's values in the row
+        # included: they are repaired with the chat's next save (documented).
+        truth.tampered = truth.tampered and truth.behind_pending
         truth.late_copy_may_win = False
         return True
 
@@ -656,6 +658,8 @@ class WorldModel(RuleBasedStateMachine):
             truth.hermes_title = (f"{title} {truth.number}" if title else None,)
         else:  # the host's bridge's title (never kept as hermes'), cleared: the WebUI's fills it, if it has one
             truth.bridge_title = None
+            if truth.session.title == "Untitled":
+                truth.title_seen = None  # it has none now (cleared): the row stays empty until a title is set
 
     # ------------------------------------------------------------ other writers
 
@@ -865,20 +869,28 @@ def test_every_history_leaves_rows_that_show_the_truth(world_dirs: Path) -> None
 
 
 def _replay(host: str, script: list[tuple[str, dict[str, Any]]]) -> None:
-    """Play one history (rule name, arguments; ``truth`` is the first chat) and check the oracle after each step."""
+    """Play one history and check the oracle after each step.
+
+    Each step is a rule's name and its arguments; ``truth`` names a chat: ``None`` the latest new chat,
+    a number the chat made that many chats in (new chats and copies alike, from 0).
+    """
     world = WorldModel()
     try:
         world.choose_host(kind=host)
-        chat: Truth | None = None
-        for name, kwargs in script:
-            if name == "new_chat":
-                chat = world.new_chat()
-            else:
-                getattr(world, name)(**({**kwargs, "truth": chat} if "truth" in kwargs else kwargs))
+        chats: list[Truth] = []
+        latest: Truth | None = None
+        for name, step in script:
+            kwargs = dict(step)
+            if "truth" in kwargs:
+                kwargs["truth"] = latest if step["truth"] is None else chats[step["truth"]]
+            made = getattr(world, name)(**kwargs)
+            if isinstance(made, Truth):
+                chats.append(made)
+                latest = made if name == "new_chat" else latest
             try:
                 world.rows_show_the_truth()
             except AssertionError as exc:
-                raise AssertionError(f"after {name}{kwargs or ''}: {exc}") from exc
+                raise AssertionError(f"after {name}{step or ''}: {exc}") from exc
     finally:
         world.teardown()
 
@@ -1039,6 +1051,21 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("host_bridge_while_paused", {"truth": None}), ("hermes_prune", {}), ("clear", {"truth": None}),
              ("rename", {"truth": None, "title": "Renamed"})],
             id="restored-untitled-then-renamed",
+        ),
+        pytest.param(  # the bridge's row of a copy, written under a clock set back and read after it was set
+            "old",  # right: the state reads as older than the one on record, so the bridge's figures (the
+            # copied ones with them) stay until the chat's next save (the model expected them repaired)
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": 0}),
+             ("duplicate_or_import", {"truth": 0, "keep_figures": True}), ("clock_jump", {"hours": -6.0}),
+             ("host_bridge_while_paused", {"truth": 1}), ("clock_jump", {"hours": 6.0}), ("run_backfill", {})],
+            id="a-copy-the-bridge-wrote-under-a-clock-set-back",
+        ),
+        pytest.param(  # the bridge's title on a copy, the copy cleared in the WebUI, the title cleared in
+            "old",  # hermes: the WebUI has no title to fill it with (the model expected the copy's old one)
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": 0}),
+             ("duplicate_or_import", {"truth": 0, "keep_figures": False}), ("host_bridge_while_paused", {"truth": 1}),
+             ("clear", {"truth": 1}), ("hermes_rename", {"truth": 1, "title": ""})],
+            id="a-copy-titled-by-the-bridge-cleared-in-the-webui-then-in-hermes",
         ),
     ],
 )
