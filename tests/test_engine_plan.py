@@ -400,6 +400,28 @@ def test_a_title_cleared_in_hermes_stays_cleared_but_a_restored_row_is_titled() 
     assert plan_chat(chat, remade, known, CONTEXT).title.action == "write"
 
 
+@pytest.mark.parametrize(
+    ("created", "row_started", "action"),
+    [
+        # The row starts when the chat was made: this layer's row, its title cleared in hermes, then
+        # taken over by hermes-agent (its marks on it): the clear stays.
+        (NOW - 600, NOW - 600, "kept"),
+        # It starts later: hermes-agent made it anew after a deletion this layer did not see.
+        (NOW - 600, NOW - 5, "write"),
+        # The chat's creation is in the future (a clock ran ahead): nothing dates the row, and an untitled
+        # row hermes-agent writes reads as made anew (documented: a clear is not told apart then).
+        (NOW + 3600, NOW - 5, "write"),
+    ],
+)
+def test_an_untitled_row_hermes_agent_took_over_is_dated_by_its_start(created, row_started, action) -> None:
+    chat = desired(title="A chat", created_at=created)
+    current, known = up_to_date(chat)
+    taken_over = current._replace(title=None, agent_marks=True, started_at=row_started)
+    plan = plan_chat(desired(at=NOW - 1, title="A chat", created_at=created), taken_over, known, CONTEXT)
+    assert plan.owner == "hermes"
+    assert plan.title.action == action
+
+
 # ----------------------------------------------------------------- deletions
 
 

@@ -1067,6 +1067,11 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("clear", {"truth": 1}), ("hermes_rename", {"truth": 1, "title": ""})],
             id="a-copy-titled-by-the-bridge-cleared-in-the-webui-then-in-hermes",
         ),
+        pytest.param(  # a title cleared in hermes on this layer's row, then hermes-agent takes the row over:
+            "current",  # its empty title was read as a row made anew, and the WebUI's title filled it again
+            [("new_chat", {}), TURN, ("hermes_rename", {"truth": None, "title": ""}), STREAMING_TURN],
+            id="cleared-in-hermes-then-hermes-agent-takes-over",
+        ),
     ],
 )
 def test_a_history_the_model_found(world_dirs: Path, host: str, script: list[tuple[str, dict[str, Any]]]) -> None:

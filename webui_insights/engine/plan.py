@@ -368,10 +368,14 @@ def _title_memory(
     if owner == "hermes" and "started_at" in wanted and not _same("started_at", wanted["started_at"], row.started_at):
         return None
     if not (row.title or "").strip():
+        if started is not None:
+            # The chat's own time, when it is past (the one wanted may be clamped to the row's): the row
+            # this layer wrote starts then, a row made anew does not.
+            return None if not _same("started_at", started, row.started_at) else rec.title_memory
         if owner == "hermes" and rec.owner == "mirror":
-            return None  # this layer's row, hermes-agent's now and untitled: made anew (its own keeps the title)
-        if started is not None and not _same("started_at", started, row.started_at):
-            return None  # (the chat's own time, when it is past: the one written may be clamped to the row's)
+            # Nothing dates the row (a clock ahead made the chat): this layer's row, hermes-agent's now and
+            # untitled, reads as made anew (hermes-agent's takeover keeps a title; a clear is not told apart).
+            return None
     return rec.title_memory
 
 
