@@ -446,7 +446,10 @@ class WorldModel(RuleBasedStateMachine):
             truth.unseen_turns = 0
         if s.title != "Untitled":
             truth.title_seen = s.title
-            truth.layer_titled = truth.layer_titled or (truth.row_expected and truth.hermes_title is None)
+            # A chat deleted in hermes has no row: no title of this layer's is on one until it is back.
+            truth.layer_titled = truth.layer_titled or (
+                truth.row_expected and not truth.deleted and truth.hermes_title is None
+            )
         truth.last_count = count
         truth.seen_file = len(truth.old_files) - 1
         if self.clock.offset < 0 or live:
@@ -1071,6 +1074,14 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
             "current",  # its empty title was read as a row made anew, and the WebUI's title filled it again
             [("new_chat", {}), TURN, ("hermes_rename", {"truth": None, "title": ""}), STREAMING_TURN],
             id="cleared-in-hermes-then-hermes-agent-takes-over",
+        ),
+        pytest.param(  # renamed in the WebUI while pruned (no row to title), the host's bridge makes the row
+            "old",  # anew with that title, cleared in hermes: the WebUI's fills it (the model took the rename
+            # for a title of this layer's, and its clear for one to keep)
+            [("new_chat", {}), TURN, ("hermes_prune", {}), ("rename", {"truth": None, "title": "Renamed"}),
+             ("host_bridge_while_paused", {"truth": None}), ("hermes_rename", {"truth": None, "title": ""}),
+             ("run_backfill", {})],
+            id="renamed-while-pruned-made-anew-by-the-bridge-then-cleared-in-hermes",
         ),
     ],
 )
