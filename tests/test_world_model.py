@@ -1063,6 +1063,13 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("host_bridge_while_paused", {"truth": 1}), ("clock_jump", {"hours": 6.0}), ("run_backfill", {})],
             id="a-copy-the-bridge-wrote-under-a-clock-set-back",
         ),
+        pytest.param(  # the same with a manual edit: it stays until the chat's next save (input 2777, 2000 spent)
+            "old",
+            [("new_chat", {}), STREAMING_TURN, ("clock_jump", {"hours": -6.0}),
+             ("host_bridge_while_paused", {"truth": None}), ("clock_jump", {"hours": 0.0}),
+             ("manual_edit", {"truth": None}), ("sweep", {})],
+            id="a-manual-edit-while-a-state-saved-under-a-clock-set-back-waits",
+        ),
         pytest.param(  # the bridge's title on a copy, the copy cleared in the WebUI, the title cleared in
             "old",  # hermes: the WebUI has no title to fill it with (the model expected the copy's old one)
             [("new_chat", {}), ("host_bridge_while_paused", {"truth": 0}),
