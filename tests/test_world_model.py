@@ -875,7 +875,7 @@ def _replay(host: str, script: list[tuple[str, dict[str, Any]]]) -> None:
     """Play one history and check the oracle after each step.
 
     Each step is a rule's name and its arguments; ``truth`` names a chat: ``None`` the latest new chat,
-    a number the chat made that many chats in (new chats and copies alike, from 0).
+    a number the chats in the order they were made (new chats and copies alike; 0 is the first).
     """
     world = WorldModel()
     try:
