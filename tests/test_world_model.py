@@ -434,7 +434,8 @@ class WorldModel(RuleBasedStateMachine):
             truth.first_seen_odd = self.clock.offset != 0 or truth.stamped_odd
             unseen = len(truth.turns) - (1 if hook_counted else 0)
             truth.usage_unknown = hook_counted and unseen > 0
-            if truth.bridge_title is not None and s.title != truth.bridge_title and truth.hermes_title is None:
+            renamed = s.title not in ("Untitled", truth.bridge_title)  # "Untitled" is no title, not a rename
+            if truth.bridge_title is not None and renamed and truth.hermes_title is None:
                 # The host's bridge titled the row before this layer met the chat, and the WebUI renamed it
                 # since: a title set elsewhere, kept like a rename in hermes (documented).
                 truth.hermes_title = (truth.bridge_title,)
@@ -1089,6 +1090,13 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("host_bridge_while_paused", {"truth": None}), ("hermes_rename", {"truth": None, "title": ""}),
              ("run_backfill", {})],
             id="renamed-while-pruned-made-anew-by-the-bridge-then-cleared-in-hermes",
+        ),
+        pytest.param(  # the host's bridge titled the row, the WebUI's title reset to "Untitled" before this
+            "old",  # layer met the chat: no rename (the model kept the bridge's title as one set elsewhere)
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}),
+             ("rename", {"truth": None, "title": "Untitled"}), ("host_bridge_while_paused", {"truth": None}),
+             ("verify_fix", {}), ("rename", {"truth": None, "title": "Renamed"})],
+            id="bridge-titled-then-untitled-in-the-webui-before-this-layer-met-it",
         ),
     ],
 )
