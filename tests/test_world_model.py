@@ -734,6 +734,12 @@ class WorldModel(RuleBasedStateMachine):
             # The state this layer saw last: its pass repairs the row as a sweep would, and takes the
             # title it finds there (the host's bridge's, the same text) as its own.
             truth.layer_titled = truth.layer_titled or (truth.row_expected and truth.hermes_title is None)
+        elif truth.seen_messages is None and row_before is not None and truth.bridge_title is not None:
+            if truth.old_files[-2]["title"] == truth.bridge_title and truth.hermes_title is None:
+                # This layer meets the chat in the copy, with the title the host's bridge put on the row:
+                # the same text, taken as its own (a later WebUI rename is followed, not kept out).
+                truth.bridge_title = None
+                truth.layer_titled = True
 
     @rule(hours=st.sampled_from([6.0, -6.0, 0.0]))
     def clock_jump(self, hours: float) -> None:
@@ -1097,6 +1103,14 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("rename", {"truth": None, "title": "Untitled"}), ("host_bridge_while_paused", {"truth": None}),
              ("verify_fix", {}), ("rename", {"truth": None, "title": "Renamed"})],
             id="bridge-titled-then-untitled-in-the-webui-before-this-layer-met-it",
+        ),
+        pytest.param(  # this layer first meets a chat the host's bridge titled in an old copy with that same
+            "old",  # title (it takes the title as its own), then the WebUI renames it: followed (the model
+            # took the bridge's title for one set elsewhere, to keep)
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}),
+             ("host_bridge_while_paused", {"truth": None}), ("late_process_with_an_old_copy", {"truth": None}),
+             ("rename", {"truth": None, "title": "Plans"})],
+            id="met-in-an-old-copy-with-the-bridges-title-then-renamed",
         ),
     ],
 )
