@@ -447,6 +447,10 @@ class WorldModel(RuleBasedStateMachine):
             truth.unseen_turns = 0
         if s.title != "Untitled":
             truth.title_seen = s.title
+            if truth.hermes_title == (s.title,):
+                # The row's title kept as set elsewhere is the WebUI's now: taken as this layer's own, as any
+                # title already there ("adopt"), so a later WebUI rename is followed.
+                truth.hermes_title = None
             # A chat deleted in hermes has no row: no title of this layer's is on one until it is back.
             truth.layer_titled = truth.layer_titled or (
                 truth.row_expected and not truth.deleted and truth.hermes_title is None
@@ -1111,6 +1115,13 @@ STREAMING_TURN = ("turn", {"truth": None, "cached": False, "calls": 1, "streamin
              ("host_bridge_while_paused", {"truth": None}), ("late_process_with_an_old_copy", {"truth": None}),
              ("rename", {"truth": None, "title": "Plans"})],
             id="met-in-an-old-copy-with-the-bridges-title-then-renamed",
+        ),
+        pytest.param(  # the bridge's title, kept as set elsewhere, becomes the WebUI's own again (a turn titles
+            "old",  # an untitled chat the same): taken as this layer's, so the next WebUI rename is followed
+            [("new_chat", {}), ("host_bridge_while_paused", {"truth": None}),
+             ("rename", {"truth": None, "title": "Renamed"}), ("rename", {"truth": None, "title": "Untitled"}),
+             TURN, ("rename", {"truth": None, "title": "Renamed"})],
+            id="the-bridges-title-kept-then-the-webuis-again-then-renamed",
         ),
     ],
 )
