@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 from hypothesis import given
-from support.forks import in_forked_child
 from hypothesis import strategies as st
+from support.forks import in_forked_child
 
 from webui_insights import diagnostics
 from webui_insights.diagnostics import (

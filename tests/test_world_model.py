@@ -738,12 +738,17 @@ class WorldModel(RuleBasedStateMachine):
             # The state this layer saw last: its pass repairs the row as a sweep would, and takes the
             # title it finds there (the host's bridge's, the same text) as its own.
             truth.layer_titled = truth.layer_titled or (truth.row_expected and truth.hermes_title is None)
-        elif truth.seen_messages is None and row_before is not None and truth.bridge_title is not None:
-            if truth.old_files[-2]["title"] == truth.bridge_title and truth.hermes_title is None:
-                # This layer meets the chat in the copy, with the title the host's bridge put on the row:
-                # the same text, taken as its own (a later WebUI rename is followed, not kept out).
-                truth.bridge_title = None
-                truth.layer_titled = True
+        elif (
+            truth.seen_messages is None
+            and row_before is not None
+            and truth.hermes_title is None
+            and truth.bridge_title is not None
+            and truth.old_files[-2]["title"] == truth.bridge_title
+        ):
+            # This layer meets the chat in the copy, with the title the host's bridge put on the row:
+            # the same text, taken as its own (a later WebUI rename is followed, not kept out).
+            truth.bridge_title = None
+            truth.layer_titled = True
 
     @rule(hours=st.sampled_from([6.0, -6.0, 0.0]))
     def clock_jump(self, hours: float) -> None:

@@ -371,7 +371,7 @@ def _title_memory(
         if started is not None:
             # The chat's own time, when it is past (the one wanted may be clamped to the row's): the row
             # this layer wrote starts then, a row made anew does not.
-            return None if not _same("started_at", started, row.started_at) else rec.title_memory
+            return rec.title_memory if _same("started_at", started, row.started_at) else None
         if owner == "hermes" and rec.owner == "mirror":
             # Nothing dates the row (a clock ahead made the chat): this layer's row, hermes-agent's now and
             # untitled, reads as made anew (hermes-agent's takeover keeps a title; a clear is not told apart).
